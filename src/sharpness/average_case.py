@@ -1,0 +1,61 @@
+r"""Average-case sharpness: the mean loss under random perturbations.
+
+For one m-batch :math:`S`, :math:`\mathbb{E}_u[L_S(w + c \odot u)] - L_S(w)` with
+:math:`u \sim \rho\,\mathcal N(0, I)` (``l2``) or :math:`u \sim U[-\rho, \rho]^n`
+(``linf``), estimated from ``n_iters`` draws, each one forward pass. With
+``antithetic=True`` the draws come in pairs :math:`(u, -u)`, which cancels the
+first-order term; the Monte-Carlo error is then estimated over the pair means,
+which are the independent units.
+
+Near a minimum with Hessian :math:`H` and :math:`D = \mathrm{diag}(c)` the value is
+:math:`\rho^2/2 \cdot \mathrm{tr}(DHD)` (l2) and :math:`\rho^2/6 \cdot \mathrm{tr}(DHD)`
+(linf); for a quadratic loss exactly so in expectation.
+
+>>> import torch
+>>> monte_carlo_variance(torch.tensor([1.0, 3.0, 2.0, 2.0]), antithetic=True)
+tensor(0.)
+>>> monte_carlo_variance(torch.tensor([1.0, 3.0]), antithetic=False)
+tensor(1.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sharpness.objective import Batch
+from sharpness.space import Probe
+from sharpness.spec import Norm, Spec
+
+
+def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``rho * N(0, I)`` for l2, ``U[-rho, rho]`` elementwise for linf."""
+    if norm == "l2":
+        return torch.randn(numel, generator=generator, device=like.device, dtype=like.dtype).mul_(rho)
+    u = torch.rand(numel, generator=generator, device=like.device, dtype=like.dtype)
+    return u.mul_(2 * rho).sub_(rho)
+
+
+def average_case(probe: Probe, batch: Batch, spec: Spec, generator: torch.Generator,
+                 with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Losses (and errors) at ``n_iters`` random points, as device tensors."""
+    space = probe.space
+    losses = torch.empty(spec.n_iters, dtype=torch.float64, device=space.w0.device)
+    errors = torch.empty_like(losses) if with_error else None
+    u = space.zeros()
+    for j in range(spec.n_iters):
+        if spec.antithetic and j % 2:
+            u = u.neg_()
+        else:
+            u = draw(space.numel, spec.norm, spec.rho, space.w0, generator)
+        losses[j], error = probe.value(u, batch, with_error)
+        if errors is not None and error is not None:
+            errors[j] = error
+    return losses, errors
+
+
+def monte_carlo_variance(losses: torch.Tensor, antithetic: bool) -> torch.Tensor:
+    """Variance of the mean of ``losses``: over pair means when antithetic. NaN for one unit."""
+    units = losses.view(-1, 2).mean(dim=1) if antithetic else losses
+    if units.numel() < 2:
+        return torch.tensor(float("nan"), dtype=losses.dtype)
+    return units.var(unbiased=True) / units.numel()

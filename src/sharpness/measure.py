@@ -1,0 +1,302 @@
+"""``measure()``: sharpness of a model on data under a :class:`~sharpness.spec.Spec`.
+
+The model is borrowed, never changed: during the measurement it is in ``eval()``
+mode with only the selected parameters requiring gradients; afterwards its
+parameters, buffers, ``.grad`` tensors, ``requires_grad`` flags and the
+train/eval mode of every submodule are exactly what they were, also when the
+model or the loss raises or the measurement is interrupted. The global RNG state
+is left untouched; draws come from a generator seeded by ``spec.seed`` on the
+model's device (so the same spec may draw differently on the CPU and on a GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sharpness.average_case import average_case, monte_carlo_variance
+from sharpness.errors import SharpnessError
+from sharpness.objective import Batch, LossFn, Objective, as_batch, check_clean_output, is_classification
+from sharpness.scaling import filter_dims, select_parameters
+from sharpness.space import Probe, WeightSpace, norm_of
+from sharpness.spec import Spec
+from sharpness.worst_case import worst_case
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one measurement found and what it cost.
+
+    Attributes:
+        value: mean over m-batches of the loss increase.
+        error_increase: same for the 0-1 error (classifiers), else ``None``.
+        per_batch: the loss increase of each m-batch.
+        stderr: average case: Monte-Carlo standard error over draws and batches;
+            worst case: standard error over m-batches (``None`` with one m-batch).
+        radius: worst case: max over m-batches of ``||u||_p`` at the reported points
+            (never above ``rho``); ``None`` for the average case.
+        clean_loss, clean_error: means over m-batches at the unperturbed weights.
+    """
+
+    spec: Spec
+    value: float
+    error_increase: float | None
+    per_batch: list[float]
+    stderr: float | None
+    radius: float | None
+    clean_loss: float
+    clean_error: float | None
+    seconds: float
+    n_forward: int
+    n_backward: int
+    n_perturbed: int
+    device: str
+    dtype: str
+    torch_version: str = field(default_factory=lambda: torch.__version__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable record, with the spec in both its dict and string forms."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "spec"}
+        return {"spec": self.spec.to_dict(), "spec_str": str(self.spec), "spec_id": self.spec.id, **out}
+
+
+def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = None) -> Result:
+    """Measure the sharpness of ``model`` on ``data`` as ``spec`` defines it.
+
+    Args:
+        model: any ``nn.Module``; measured in its own dtype and on its own device.
+        data: an iterable of batches, each one m-batch used as given; or a pair of
+            tensors ``(X, Y)`` (``X`` may be a mapping of keyword tensors) from which a
+            seeded random subset of ``spec.n_examples`` is split into m-batches of ``spec.m``.
+            A batch is ``(inputs, targets)`` or a mapping with ``labels``.
+        spec: the definition.
+        loss_fn: ``loss_fn(output, target) -> scalar``; default cross-entropy
+            (``-100`` targets ignored for sequence outputs).
+
+    Returns:
+        A :class:`Result`.
+
+    Raises:
+        SharpnessError: for bad input, before any search starts. Exceptions raised by
+            the model or ``loss_fn`` propagate unchanged, after the model is restored.
+    """
+    if not isinstance(spec, Spec):
+        raise SharpnessError(f"spec must be a sharpness.Spec, got {type(spec).__name__}")
+    if not isinstance(model, nn.Module):
+        raise SharpnessError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    named = select_parameters(model, spec.params)
+    device, dtype = _device_and_dtype(named)
+    _check_finite([p for _, p in named], [n for n, _ in named])
+    batches = _prepare_batches(data, spec, device)
+    start = time.perf_counter()
+    with _borrowed(model, [p for _, p in named], device):
+        space = WeightSpace([p for _, p in named], [n for n, _ in named], spec.scaling, spec.eta,
+                            filter_dims(model))
+        try:
+            return _run(model, space, batches, spec, loss_fn, start)
+        finally:
+            space.reset()
+
+
+def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec, loss_fn: LossFn | None,
+         start: float) -> Result:
+    objective = Objective(model, loss_fn, spec.logit_norm)
+    probe = Probe(objective, space)
+    clean = [_clean_pass(probe, b, i, spec, loss_fn is None) for i, b in enumerate(batches)]
+    generator = torch.Generator(device=space.w0.device).manual_seed(spec.seed)
+    if spec.case == "worst":
+        summary = _worst(probe, batches, clean, spec, generator)
+    else:
+        summary = _average(probe, batches, clean, spec, generator)
+    clean_errors = [e for _, e in clean]
+    return Result(
+        spec=spec,
+        value=_mean(summary.per_batch),
+        error_increase=None if summary.error_increase is None else _mean(summary.error_increase),
+        per_batch=summary.per_batch,
+        stderr=summary.stderr,
+        radius=summary.radius,
+        clean_loss=_mean([loss for loss, _ in clean]),
+        clean_error=None if None in clean_errors else _mean([e for e in clean_errors if e is not None]),
+        seconds=time.perf_counter() - start,
+        n_forward=probe.n_forward,
+        n_backward=probe.n_backward,
+        n_perturbed=int(space.active.sum()),
+        device=str(space.w0.device),
+        dtype=str(space.w0.dtype).removeprefix("torch."),
+    )
+
+
+@dataclass
+class _Summary:
+    per_batch: list[float]
+    error_increase: list[float] | None
+    stderr: float | None
+    radius: float | None
+
+
+def _clean_pass(probe: Probe, batch: Batch, index: int, spec: Spec, default_loss: bool) -> tuple[float, float | None]:
+    """Unperturbed loss and error of one batch; validates the output before any search."""
+    probe.n_forward += 1
+    with torch.no_grad():
+        logits = probe.objective.logits(batch)
+        check_clean_output(logits, batch, index, spec.logit_norm, default_loss)
+        loss = probe.objective.loss(logits, batch)
+    if loss.numel() != 1:
+        raise SharpnessError(f"batch {index}: the loss must be a scalar, got shape {tuple(loss.shape)}")
+    value = float(loss)
+    if not math.isfinite(value):
+        raise SharpnessError(f"batch {index}: the clean loss is not finite ({value})")
+    if not is_classification(logits, batch.target):
+        return value, None
+    return value, float((logits.argmax(dim=1) != batch.target).double().mean())
+
+
+def _worst(probe: Probe, batches: list[Batch], clean: list[tuple[float, float | None]], spec: Spec,
+           generator: torch.Generator) -> _Summary:
+    found = [worst_case(probe, b, spec, generator, e is not None) for b, (_, e) in zip(batches, clean)]
+    per_batch, errors, radius = [], [], 0.0
+    for best, (clean_loss, clean_error) in zip(found, clean):
+        # The unperturbed point is feasible: a search that never beat it reports it.
+        if float(best.loss) > clean_loss:
+            per_batch.append(float(best.loss) - clean_loss)
+            errors.append(None if best.error is None else float(best.error) - (clean_error or 0.0))
+            radius = max(radius, float(norm_of(best.u, spec.norm)))
+        else:
+            per_batch.append(0.0)
+            errors.append(None if clean_error is None else 0.0)
+    error_increase = None if None in errors else [e for e in errors if e is not None]
+    return _Summary(per_batch, error_increase, _sample_stderr(per_batch), radius)
+
+
+def _average(probe: Probe, batches: list[Batch], clean: list[tuple[float, float | None]], spec: Spec,
+             generator: torch.Generator) -> _Summary:
+    per_batch, errors, variances = [], [], []
+    for batch, (clean_loss, clean_error) in zip(batches, clean):
+        losses, errs = average_case(probe, batch, spec, generator, clean_error is not None)
+        per_batch.append(float(losses.mean()) - clean_loss)
+        variances.append(float(monte_carlo_variance(losses, spec.antithetic)))
+        if errs is not None and clean_error is not None:
+            errors.append(float(errs.mean()) - clean_error)
+    stderr = math.sqrt(sum(variances)) / len(variances)
+    return _Summary(per_batch, errors if errors else None, None if math.isnan(stderr) else stderr, None)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _sample_stderr(values: Sequence[float]) -> float | None:
+    n = len(values)
+    if n < 2:
+        return None
+    mean = _mean(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+# ------------------------------------------------------------------ inputs
+def _device_and_dtype(named: list[tuple[str, nn.Parameter]]) -> tuple[torch.device, torch.dtype]:
+    devices = {p.device for _, p in named}
+    dtypes = {p.dtype for _, p in named}
+    if len(devices) > 1:
+        raise SharpnessError(f"the selected parameters live on several devices: {sorted(map(str, devices))}")
+    if len(dtypes) > 1:
+        raise SharpnessError(
+            f"the selected parameters have several dtypes {sorted(map(str, dtypes))}; cast the model or narrow params="
+        )
+    return devices.pop(), dtypes.pop()
+
+
+def _check_finite(params: list[nn.Parameter], names: list[str]) -> None:
+    for name, p in zip(names, params):
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise SharpnessError(f"parameter {name!r} holds non-finite values (NaN or inf)")
+
+
+def _is_pair(data: Any) -> bool:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        return False
+    x, y = data
+    return isinstance(y, torch.Tensor) and (
+        isinstance(x, torch.Tensor) or (isinstance(x, Mapping) and all(isinstance(v, torch.Tensor) for v in x.values()))
+    )
+
+
+def _prepare_batches(data: Any, spec: Spec, device: torch.device) -> list[Batch]:
+    raw = _subset_batches(data, spec) if _is_pair(data) else _listed(data)
+    if not raw:
+        raise SharpnessError("data holds no batch")
+    batches = [as_batch(b, i) for i, b in enumerate(raw)]
+    for i, batch in enumerate(batches):
+        for t in batch.tensors():
+            if t.device != device:
+                raise SharpnessError(f"batch {i} has a tensor on {t.device}, but the model is on {device}")
+    return batches
+
+
+def _listed(data: Any) -> list[Any]:
+    if isinstance(data, (torch.Tensor, str, bytes, Mapping)) or not isinstance(data, Iterable):
+        raise SharpnessError(
+            f"data must be an (X, Y) pair of tensors or an iterable of batches, got {type(data).__name__}"
+        )
+    return list(data)
+
+
+def _subset_batches(data: Any, spec: Spec) -> list[Any]:
+    x, y = data
+    n = int(y.shape[0]) if y.dim() else 0
+    sizes = {int(v.shape[0]) for v in (x.values() if isinstance(x, Mapping) else [x])}
+    if sizes != {n}:
+        raise SharpnessError(f"X and Y must have the same number of examples, got {sorted(sizes)} and {n}")
+    if spec.m > n:
+        raise SharpnessError(f"m={spec.m} is larger than the {n} examples in data")
+    if spec.n_examples > n:
+        raise SharpnessError(
+            f"n_examples={spec.n_examples} is larger than the {n} examples in data; set n_examples to a multiple "
+            f"of m={spec.m} that is at most {n}"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed))[: spec.n_examples]
+    batches = []
+    for chunk in order.split(spec.m):
+        idx = chunk.to(y.device)
+        xs = {k: v[idx.to(v.device)] for k, v in x.items()} if isinstance(x, Mapping) else x[idx.to(x.device)]
+        batches.append((xs, y[idx]))
+    return batches
+
+
+# ------------------------------------------------------------- restoration
+@contextlib.contextmanager
+def _borrowed(model: nn.Module, perturbed: list[nn.Parameter], device: torch.device) -> Iterator[None]:
+    """Eval mode, grads only for ``perturbed``, own RNG; everything restored on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [(p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    chosen = {id(p) for p in perturbed}
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            model.eval()
+            for p in params:
+                p.requires_grad_(id(p) in chosen)
+            yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+            for p, (grad, saved_grad) in zip(params, grads):
+                if grad is not None and saved_grad is not None:
+                    grad.copy_(saved_grad)
+                p.grad = grad
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode

@@ -1,0 +1,137 @@
+r"""Normalised weight space: :math:`w = w_0 + c \odot u` as one flat vector.
+
+All perturbed parameters are concatenated into flat vectors (``w0``, ``c``, ``u``,
+the gradient) so that each update of the search is a single kernel, whatever the
+number of parameter tensors. Writing a point into the model is one ``addcmul``
+and one multi-tensor copy; reading the gradient is one ``cat`` and one multiply:
+:math:`g_u = c \odot \nabla_w L`.
+
+The feasible sets are the L2 ball and the L-infinity box of radius
+:math:`\rho` in :math:`u`: the projections are one rescale and one clamp.
+The radius used is rounded *down* to the working precision so that every
+stored point is feasible in exact arithmetic too:
+
+>>> import torch
+>>> r = inner_radius(0.002, torch.float32, "linf")
+>>> r <= 0.002
+True
+>>> u = project(torch.tensor([3.0, 4.0], dtype=torch.float64), "l2", inner_radius(1.0, torch.float64, "l2"))
+>>> float(torch.linalg.vector_norm(u)) <= 1.0
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from sharpness.objective import Batch, Objective
+from sharpness.scaling import scale_of
+from sharpness.spec import Norm, Scaling
+
+
+def inner_radius(rho: float, dtype: torch.dtype, norm: Norm) -> float:
+    """Largest radius in ``dtype`` whose projections never leave the ``rho`` ball.
+
+    For L-infinity the clamp bound is rounded down to ``dtype``; for L2 the
+    rescale carries a relative rounding error of a few ulps, so the target norm
+    is shrunk by ``4 eps``.
+    """
+    eps = torch.finfo(dtype).eps
+    target = rho * (1 - 4 * eps) if norm == "l2" else rho
+    r = torch.tensor(target, dtype=dtype)
+    while float(r) > target:
+        r = torch.nextafter(r, torch.zeros_like(r))
+    return float(r)
+
+
+def norm_of(u: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """:math:`\\|u\\|_2` or :math:`\\|u\\|_\\infty`, accumulated in float64."""
+    order = 2 if norm == "l2" else float("inf")
+    return torch.linalg.vector_norm(u, ord=order, dtype=torch.float64)
+
+
+def project(u: torch.Tensor, norm: Norm, radius: float) -> torch.Tensor:
+    """Project ``u`` in place onto the L2 ball or L-infinity box of ``radius``."""
+    if norm == "linf":
+        return u.clamp_(-radius, radius)
+    factor = (radius / norm_of(u, "l2")).clamp(max=1.0)
+    return u.mul_(factor.to(u.dtype))
+
+
+class WeightSpace:
+    """The perturbed parameters of a model, addressed in normalised coordinates."""
+
+    def __init__(self, params: Sequence[nn.Parameter], names: Sequence[str], scaling: Scaling, eta: float,
+                 filter_dims: dict[str, int]) -> None:
+        self.params = list(params)
+        self.shapes = [p.shape for p in self.params]
+        self.numels = [p.numel() for p in self.params]
+        with torch.no_grad():
+            self.w0 = torch.cat([p.detach().reshape(-1) for p in self.params])
+            self.c = torch.cat([
+                scale_of(p, scaling, eta, filter_dims.get(name, 0)).reshape(-1)
+                for p, name in zip(self.params, names)
+            ])
+        self.active = self.c > 0
+        self._w = torch.empty_like(self.w0)
+
+    @property
+    def numel(self) -> int:
+        return self.w0.numel()
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [t.view(s) for t, s in zip(flat.split(self.numels), self.shapes)]
+
+    @torch.no_grad()
+    def set(self, u: torch.Tensor) -> None:
+        """Write :math:`w_0 + c \\odot u` into the model's parameters."""
+        torch.addcmul(self.w0, self.c, u, out=self._w)
+        torch._foreach_copy_(self.params, self._views(self._w))
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Write the original weights back, bit for bit."""
+        torch._foreach_copy_(self.params, self._views(self.w0))
+
+    def grad_u(self, loss: torch.Tensor) -> torch.Tensor:
+        """:math:`c \\odot \\nabla_w L` as a flat vector."""
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        flat = torch.cat([
+            (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self.params)
+        ])
+        return flat.mul_(self.c)
+
+    def zeros(self) -> torch.Tensor:
+        return torch.zeros_like(self.w0)
+
+
+class Probe:
+    """Loss (and error) at a point ``u`` on one batch, counting the passes it costs."""
+
+    def __init__(self, objective: Objective, space: WeightSpace) -> None:
+        self.objective = objective
+        self.space = space
+        self.n_forward = 0
+        self.n_backward = 0
+
+    def value(self, u: torch.Tensor, batch: Batch, with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Forward only."""
+        self.space.set(u)
+        self.n_forward += 1
+        with torch.no_grad():
+            loss, error = self.objective(batch, with_error)
+        return loss.detach(), error
+
+    def value_and_grad(self, u: torch.Tensor, batch: Batch,
+                       with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One forward and one backward: loss, error and :math:`g_u`."""
+        self.space.set(u)
+        self.n_forward += 1
+        self.n_backward += 1
+        with torch.enable_grad():
+            loss, error = self.objective(batch, with_error)
+            grad = self.space.grad_u(loss)
+        return loss.detach(), error, grad

@@ -1,0 +1,266 @@
+"""``Spec``: one serialisable definition of sharpness.
+
+A spec has three equivalent forms that round-trip exactly:
+
+* the frozen dataclass ``Spec(case="worst", norm="linf", rho=0.002)``;
+* a JSON object with every field (:meth:`Spec.to_json` / :meth:`Spec.from_json`);
+* a one-line string for command lines (:meth:`Spec.parse` / ``str(spec)``)::
+
+      worst-linf-elementwise:rho=0.002,m=128,params="^(fc|head)\\."
+
+  The head is ``case-norm-scaling``; after the colon come ``key=value`` pairs,
+  ``rho`` first, then every other field that differs from its default, in
+  declaration order. Values holding ``, : = "`` or spaces are JSON-quoted.
+  On input the scaling may be left out of the head (``worst-l2:rho=0.1``) and
+  pairs may come in any order.
+
+The id is a hash of the canonical string, which omits defaults: adding a field
+with a default later keeps every existing id valid.
+
+>>> s = Spec(case="average", norm="l2", rho=0.1, n_iters=50)
+>>> str(s)
+'average-l2-elementwise:rho=0.1,n_iters=50'
+>>> Spec.parse(str(s)) == s and Spec.from_json(s.to_json()) == s
+True
+>>> len(s.id)
+12
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from typing import Any, Literal, get_args
+
+from sharpness.errors import SharpnessError
+
+Case = Literal["worst", "average"]
+Norm = Literal["l2", "linf"]
+Scaling = Literal["standard", "elementwise", "filterwise"]
+Init = Literal["zero", "random"]
+
+_QUOTE_NEEDED = re.compile(r'[,:=" \t]|^$')
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A definition of sharpness (DESIGN.md section 2).
+
+    Args:
+        case: ``"worst"`` (Auto-PGD maximum over the ball) or ``"average"``
+            (expectation over random draws).
+        norm: ``"l2"`` or ``"linf"``: the ball of the worst case; Gaussian
+            (``u ~ rho N(0, I)``) or uniform (``u ~ U[-rho, rho]``) draws of the average case.
+        rho: radius in normalised coordinates ``u``, where ``delta = c(w) * u``.
+        scaling: how ``c(w)`` is built: ``standard`` (1), ``elementwise`` (``|w| + eta``),
+            ``filterwise`` (norm of each output filter ``+ eta``).
+        eta: added to the scale; with ``eta = 0`` elementwise sharpness is
+            invariant to function-preserving elementwise rescalings.
+        logit_norm: centre and L2-normalise the logits before the loss.
+        m: examples per m-batch when ``data`` is an ``(X, Y)`` pair.
+        n_examples: examples drawn from ``(X, Y)``; a multiple of ``m``.
+        n_iters: ascent iterations (worst) or noise draws per m-batch (average).
+        n_restarts: worst case: searches per m-batch; the best is kept. The first
+            starts from ``init``, later ones from a random point.
+        init: ``"zero"`` or ``"random"`` (uniform in the ball or box) start.
+        seed: seed of the measurement's own generator (subset and draws).
+        params: regular expression (``re.search``) over parameter names selecting
+            what is perturbed; ``None`` perturbs every floating-point parameter.
+        antithetic: average case: draws come in pairs ``(u, -u)``, which cancels
+            the first-order term; the standard error is computed over pairs.
+    """
+
+    case: Case
+    norm: Norm
+    rho: float
+    scaling: Scaling = "elementwise"
+    eta: float = 0.0
+    logit_norm: bool = False
+    m: int = 128
+    n_examples: int = 1024
+    n_iters: int = 20
+    n_restarts: int = 1
+    init: Init = "zero"
+    seed: int = 0
+    params: str | None = None
+    antithetic: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("case", self.case, Case)
+        _check_choice("norm", self.norm, Norm)
+        _check_choice("scaling", self.scaling, Scaling)
+        _check_choice("init", self.init, Init)
+        object.__setattr__(self, "rho", _positive_float("rho", self.rho))
+        object.__setattr__(self, "eta", _nonnegative_float("eta", self.eta))
+        for name in ("m", "n_examples", "n_iters", "n_restarts"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        for name in ("logit_norm", "antithetic"):
+            if not isinstance(getattr(self, name), bool):
+                raise SharpnessError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.n_examples % self.m:
+            raise SharpnessError(
+                f"n_examples must be a multiple of m, got n_examples={self.n_examples}, m={self.m}"
+            )
+        if self.antithetic and self.case == "average" and self.n_iters % 2:
+            raise SharpnessError(f"antithetic draws need an even n_iters, got n_iters={self.n_iters}")
+        if self.params is not None:
+            if not isinstance(self.params, str):
+                raise SharpnessError(f"params must be a regular expression string, got {self.params!r}")
+            try:
+                re.compile(self.params)
+            except re.error as e:
+                raise SharpnessError(f"params is not a valid regular expression: {self.params!r} ({e})") from None
+
+    # ------------------------------------------------------------------ forms
+    @property
+    def id(self) -> str:
+        """Stable 12-hex-digit id: a hash of the canonical string form."""
+        return hashlib.sha256(str(self).encode()).hexdigest()[:12]
+
+    def __str__(self) -> str:
+        head = f"{self.case}-{self.norm}-{self.scaling}"
+        pairs = [f"rho={_format(self.rho)}"]
+        for f in dataclasses.fields(self):
+            if f.name in ("case", "norm", "scaling", "rho"):
+                continue
+            value = getattr(self, f.name)
+            if value != f.default:
+                pairs.append(f"{f.name}={_format(value)}")
+        return head + ":" + ",".join(pairs)
+
+    @classmethod
+    def parse(cls, text: str) -> Spec:
+        """Read the one-line form, e.g. ``"worst-linf:rho=0.002,m=128"``."""
+        if not isinstance(text, str):
+            raise SharpnessError(f"a spec string is expected, got {text!r}")
+        head, sep, tail = text.strip().partition(":")
+        parts = head.split("-")
+        if len(parts) not in (2, 3):
+            raise SharpnessError(
+                f"spec head must be 'case-norm[-scaling]', got {head!r} in {text!r}"
+            )
+        kwargs: dict[str, Any] = dict(zip(("case", "norm", "scaling"), parts))
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, raw in _split_pairs(tail, text) if sep else []:
+            if key not in types or key in ("case", "norm"):
+                raise SharpnessError(f"unknown spec key {key!r} in {text!r}")
+            if key in kwargs:
+                raise SharpnessError(f"spec key {key!r} given twice in {text!r}")
+            kwargs[key] = _parse_value(key, raw, str(types[key]), text)
+        if "rho" not in kwargs:
+            raise SharpnessError(f"spec string needs rho=..., got {text!r}")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-serialisable."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Spec:
+        """Inverse of :meth:`to_dict`; missing fields take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SharpnessError(f"unknown spec field(s) {unknown} in {data!r}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Spec:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> Spec:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------- validation
+def _check_choice(name: str, value: object, choices: object) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise SharpnessError(f"unknown {name} {value!r}; expected one of {list(allowed)}")
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SharpnessError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise SharpnessError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _positive_float(name: str, value: object) -> float:
+    out = _real(name, value)
+    if out <= 0:
+        raise SharpnessError(f"{name} must be > 0, got {value!r}")
+    return out
+
+
+def _nonnegative_float(name: str, value: object) -> float:
+    out = _real(name, value)
+    if out < 0:
+        raise SharpnessError(f"{name} must be >= 0, got {value!r}")
+    return out
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SharpnessError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise SharpnessError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+# ------------------------------------------------------------- string form
+def _format(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    return json.dumps(text) if isinstance(value, str) and _QUOTE_NEEDED.search(text) else text
+
+
+def _split_pairs(tail: str, text: str) -> list[tuple[str, str]]:
+    """Split ``k=v,k="quoted, value"`` into pairs, honouring JSON quotes."""
+    pairs, i = [], 0
+    while i < len(tail):
+        eq = tail.find("=", i)
+        if eq < 0:
+            raise SharpnessError(f"expected key=value at {tail[i:]!r} in {text!r}")
+        key = tail[i:eq].strip()
+        j = eq + 1
+        if tail[j : j + 1] == '"':
+            value, end = json.JSONDecoder().raw_decode(tail, j)
+            raw = json.dumps(value)
+            j = end
+        else:
+            end = tail.find(",", j)
+            j = len(tail) if end < 0 else end
+            raw = tail[eq + 1 : j].strip()
+        pairs.append((key, raw))
+        if j < len(tail) and tail[j] != ",":
+            raise SharpnessError(f"expected ',' after {key}=... in {text!r}")
+        i = j + 1
+    return pairs
+
+
+def _parse_value(key: str, raw: str, annotation: str, text: str) -> Any:
+    try:
+        if annotation == "float":
+            return float(raw)
+        if annotation == "int":
+            return int(raw)
+        if annotation == "bool":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        return json.loads(raw) if raw.startswith('"') else raw
+    except ValueError:
+        raise SharpnessError(f"bad value {raw!r} for {key} in {text!r}") from None

@@ -1,0 +1,141 @@
+r"""Worst-case sharpness by Auto-PGD in normalised weight coordinates.
+
+For one m-batch :math:`S` it searches
+:math:`\max_{\|u\|_p \le \rho} L_S(w + c \odot u)` (Croce & Hein 2020, as adapted
+to weights by Andriushchenko et al. 2023):
+
+* step :math:`\eta_0 = 2\rho`; ascent direction :math:`\mathrm{sign}(g_u)` (L-infinity)
+  or :math:`g_u / \|g_u\|_2` (L2), with :math:`g_u = c \odot \nabla_w L`;
+* :math:`z = P(u_k + \eta\, d_k)`, then :math:`u_{k+1} = P(0.75\, z + 0.25\, u_{k-1})`
+  (a convex combination of feasible points; the outer projection only absorbs rounding);
+* at the checkpoints :math:`\lceil p_j n \rceil` with :math:`p_0 = 0, p_1 = 0.22,
+  p_{j+1} = p_j + \max(p_j - p_{j-1} - 0.03, 0.06)` the step is halved and the search
+  restarts from the best point when fewer than 75% of the iterations since the last
+  checkpoint raised the best loss, or when neither the step nor the best loss changed.
+
+Each iteration costs one forward and one backward at the current point; the
+loss of the new iterate :math:`u_{k+1}` is therefore known one pass later, so the
+checkpoint of the released code's iteration :math:`i` is taken in pass
+:math:`i + 1`, right after that loss is known. Restarting from the best point
+reuses the gradient stored with it, so it costs no pass. The last iterate costs a
+forward only. Everything stays on the device: no host synchronisation in the loop.
+
+The returned loss is the loss at a feasible point, so it is a lower bound on the
+true maximum.
+
+>>> schedule_checkpoints(20)
+[5, 9, 12, 15, 16, 18, 19, 20]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sharpness.objective import Batch
+from sharpness.space import Probe, inner_radius, norm_of, project
+from sharpness.spec import Init, Norm, Spec
+
+MOMENTUM = 0.75
+MIN_UPDATE_RATIO = 0.75
+
+
+def schedule_checkpoints(n_iters: int) -> list[int]:
+    """Iterations (0-based, the released code's numbering) at which the step is reviewed."""
+    p = [0.0, 0.22]
+    w = [0, math.ceil(n_iters * 0.22)]
+    while w[-1] < n_iters and w[-1] != w[-2]:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+        w.append(math.ceil(p[-1] * n_iters))
+    return w[1:]
+
+
+@dataclass
+class Best:
+    """The best point found so far (all tensors on the device)."""
+
+    loss: torch.Tensor
+    u: torch.Tensor
+    error: torch.Tensor | None
+
+    def merge(self, other: Best) -> Best:
+        better = other.loss > self.loss
+        return Best(
+            loss=torch.where(better, other.loss, self.loss),
+            u=torch.where(better, other.u, self.u),
+            error=None if self.error is None or other.error is None else torch.where(better, other.error, self.error),
+        )
+
+
+def random_start(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A point drawn uniformly from the L2 ball or the L-infinity box of radius ``rho``."""
+    if norm == "linf":
+        u = torch.rand(numel, generator=generator, device=like.device, dtype=like.dtype)
+        return u.mul_(2 * rho).sub_(rho)
+    u = torch.randn(numel, generator=generator, device=like.device, dtype=like.dtype)
+    radius = rho * torch.rand((), generator=generator, device=like.device, dtype=torch.float64) ** (1.0 / numel)
+    return u.mul_((radius / norm_of(u, "l2")).to(u.dtype))
+
+
+def ascent_direction(g: torch.Tensor, norm: Norm) -> torch.Tensor:
+    if norm == "linf":
+        return g.sign()
+    scale = norm_of(g, "l2").clamp_min(torch.finfo(torch.float64).tiny).reciprocal()
+    return g * scale.to(g.dtype)
+
+
+def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Generator,
+         with_error: bool) -> Best:
+    """One Auto-PGD search on one m-batch; returns the best feasible point."""
+    space = probe.space
+    norm = spec.norm
+    radius = inner_radius(spec.rho, space.w0.dtype, norm)
+    if init == "random":
+        u = random_start(space.numel, norm, radius, space.w0, generator)
+        u = project(u.mul_(space.active), norm, radius)
+    else:
+        u = space.zeros()
+    loss, error, g = probe.value_and_grad(u, batch, with_error)
+    best = Best(loss, u, error)
+    g_best = g
+    u_prev = u
+    step = torch.full((), 2 * spec.rho, dtype=space.w0.dtype, device=u.device)
+    n_improved = torch.zeros((), device=u.device)
+    prev_step, prev_best, prev_checkpoint = step, loss, 0
+    checkpoints = set(schedule_checkpoints(spec.n_iters))
+    for k in range(1, spec.n_iters + 1):
+        z = project(torch.addcmul(u, ascent_direction(g, norm), step), norm, radius)
+        u_prev, u = u, project(torch.lerp(u_prev, z, MOMENTUM), norm, radius)
+        if k < spec.n_iters:
+            loss, error, g = probe.value_and_grad(u, batch, with_error)
+        else:
+            loss, error = probe.value(u, batch, with_error)
+        improved = loss > best.loss
+        best = best.merge(Best(loss, u, error))
+        n_improved += improved
+        i = k - 1
+        if k < spec.n_iters:
+            g_best = torch.where(improved, g, g_best)
+            if i in checkpoints:
+                reduce = (n_improved < MIN_UPDATE_RATIO * (i - prev_checkpoint)) | (
+                    (prev_step == step) & (prev_best == best.loss)
+                )
+                prev_step, prev_best, prev_checkpoint = step, best.loss, i
+                n_improved = torch.zeros_like(n_improved)
+                step = torch.where(reduce, step / 2, step)
+                u = torch.where(reduce, best.u, u)
+                u_prev = torch.where(reduce, best.u, u_prev)
+                g = torch.where(reduce, g_best, g)
+    return best
+
+
+def worst_case(probe: Probe, batch: Batch, spec: Spec, generator: torch.Generator, with_error: bool) -> Best:
+    """Best of ``n_restarts`` searches: the first from ``spec.init``, the others from random points."""
+    best: Best | None = None
+    for restart in range(spec.n_restarts):
+        found = apgd(probe, batch, spec, spec.init if restart == 0 else "random", generator, with_error)
+        best = found if best is None else best.merge(found)
+    assert best is not None
+    return best
