@@ -43,10 +43,8 @@ def average_case(probe: Probe, batch: Batch, spec: Spec, generator: torch.Genera
     errors = torch.empty_like(losses) if with_error else None
     u = space.zeros()
     for j in range(spec.n_iters):
-        if spec.antithetic and j % 2:
-            u = u.neg_()
-        else:
-            u = draw(space.numel, spec.norm, spec.rho, space.w0, generator)
+        # Antithetic pairs reuse the previous draw, negated.
+        u = u.neg_() if spec.antithetic and j % 2 else draw(space.numel, spec.norm, spec.rho, space.w0, generator)
         losses[j], error = probe.value(u, batch, with_error)
         if errors is not None and error is not None:
             errors[j] = error

@@ -92,7 +92,7 @@ def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = No
     if not isinstance(model, nn.Module):
         raise SharpnessError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     named = select_parameters(model, spec.params)
-    device, dtype = _device_and_dtype(named)
+    device = _single_device(named)
     _check_finite([p for _, p in named], [n for n, _ in named])
     batches = _prepare_batches(data, spec, device)
     start = time.perf_counter()
@@ -202,7 +202,8 @@ def _sample_stderr(values: Sequence[float]) -> float | None:
 
 
 # ------------------------------------------------------------------ inputs
-def _device_and_dtype(named: list[tuple[str, nn.Parameter]]) -> tuple[torch.device, torch.dtype]:
+def _single_device(named: list[tuple[str, nn.Parameter]]) -> torch.device:
+    """The one device of the selected parameters (which must also share one dtype)."""
     devices = {p.device for _, p in named}
     dtypes = {p.dtype for _, p in named}
     if len(devices) > 1:
@@ -211,7 +212,7 @@ def _device_and_dtype(named: list[tuple[str, nn.Parameter]]) -> tuple[torch.devi
         raise SharpnessError(
             f"the selected parameters have several dtypes {sorted(map(str, dtypes))}; cast the model or narrow params="
         )
-    return devices.pop(), dtypes.pop()
+    return devices.pop()
 
 
 def _check_finite(params: list[nn.Parameter], names: list[str]) -> None:

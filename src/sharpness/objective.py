@@ -71,7 +71,9 @@ def _target(target: object, index: int) -> torch.Tensor:
     if not isinstance(target, torch.Tensor):
         raise SharpnessError(f"batch {index}: targets must be a tensor, got {_describe(target)}")
     if target.dim() == 0 or target.shape[0] == 0:
-        raise SharpnessError(f"batch {index}: targets must have a non-empty first dimension, got shape {tuple(target.shape)}")
+        raise SharpnessError(
+            f"batch {index}: targets must have a non-empty first dimension, got shape {tuple(target.shape)}"
+        )
     return target
 
 
@@ -111,7 +113,10 @@ def default_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def is_classification(logits: torch.Tensor, target: torch.Tensor) -> bool:
     """The 0-1 error is defined for ``(N, K >= 2)`` logits with integer targets."""
-    return logits.dim() == 2 and logits.shape[1] >= 2 and target.dim() == 1 and not target.is_floating_point()
+    return (
+        logits.dim() == 2 and logits.shape[1] >= 2 and target.dim() == 1 and not target.is_floating_point()
+        and logits.shape[0] == target.shape[0]
+    )
 
 
 def zero_one_error(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -144,14 +149,13 @@ class Objective:
 
 def check_clean_output(logits: torch.Tensor, batch: Batch, index: int, logit_norm: bool, default: bool) -> None:
     """Validate the clean output of one batch: shapes, target range, logit count."""
-    n = len(batch)
-    if logits.shape[0] != n:
-        raise SharpnessError(f"batch {index}: the model returned {tuple(logits.shape)} for {n} targets")
     if logit_norm and (logits.dim() < 2 or logits.shape[-1] < 2):
         raise SharpnessError(f"logit_norm needs outputs with K >= 2 classes, got output shape {tuple(logits.shape)}")
     target = batch.target
     if not default or target.is_floating_point():
         return
+    if logits.dim() == 0 or logits.shape[0] != len(batch):
+        raise SharpnessError(f"batch {index}: the model returned {tuple(logits.shape)} for {len(batch)} targets")
     if logits.dim() < 2 or target.shape != logits.shape[:-1]:
         raise SharpnessError(
             f"batch {index}: targets of shape {tuple(target.shape)} do not match logits of shape "

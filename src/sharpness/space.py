@@ -66,7 +66,7 @@ class WeightSpace:
 
     def __init__(self, params: Sequence[nn.Parameter], names: Sequence[str], scaling: Scaling, eta: float,
                  filter_dims: dict[str, int]) -> None:
-        self.params = list(params)
+        self.params: list[torch.Tensor] = list(params)
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         with torch.no_grad():

@@ -1,0 +1,84 @@
+"""Small models with known answers, shared by the core tests."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+
+class Quadratic(nn.Module):
+    """Loss ``0.5 (w - w*)^T A (w - w*)`` returned per example; use with ``mean_loss``."""
+
+    def __init__(self, a: torch.Tensor, w_star: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w_star.clone())
+        self.register_buffer("a", a)
+        self.register_buffer("w_star", w_star.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.w - self.w_star
+        return (0.5 * d @ self.a @ d).expand(x.shape[0])
+
+
+def mean_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return out.mean()
+
+
+def random_psd(n: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(n, n, generator=g, dtype=dtype)
+    return b @ b.T / n + 0.1 * torch.eye(n, dtype=dtype)
+
+
+class TwoLogit(nn.Module):
+    """Binary logistic regression written as logits ``[0, w.x]``."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x @ self.w
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def mlp(d_in: int = 10, width: int = 16, k: int = 3, seed: int = 0, dtype: torch.dtype = torch.float64,
+        bias: bool = True) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, width, bias=bias), nn.ReLU(), nn.Linear(width, k, bias=bias)).to(dtype)
+
+
+def classification_data(n: int = 64, d_in: int = 10, k: int = 3, seed: int = 0,
+                        dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d_in, generator=g, dtype=dtype)
+    y = torch.randint(0, k, (n,), generator=g)
+    return x, y
+
+
+class KeywordModel(nn.Module):
+    """Hugging Face style: keyword inputs, output object with ``.logits``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.net(input_ids * attention_mask))
+
+
+class SmallCNN(nn.Module):
+    """Conv + BatchNorm + dropout: exercises eval mode and buffers."""
+
+    def __init__(self, k: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(4 * 6 * 6, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(torch.relu(self.bn(self.conv(x))))
+        return self.head(h.flatten(1))
