@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,10 +111,7 @@ def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec,
     probe = Probe(objective, space)
     clean = [_clean_pass(probe, b, i, spec, loss_fn is None) for i, b in enumerate(batches)]
     generator = torch.Generator(device=space.w0.device).manual_seed(spec.seed)
-    if spec.case == "worst":
-        summary = _worst(probe, batches, clean, spec, generator)
-    else:
-        summary = _average(probe, batches, clean, spec, generator)
+    summary = CASES[spec.case](probe, batches, clean, spec, generator)
     clean_errors = [e for _, e in clean]
     return Result(
         spec=spec,
@@ -135,11 +132,18 @@ def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec,
 
 
 @dataclass
-class _Summary:
+class Summary:
+    """What a case runner returns: per-batch values and the statistics ``Result`` reports."""
+
     per_batch: list[float]
     error_increase: list[float] | None
     stderr: float | None
     radius: float | None
+
+
+# The unperturbed (loss, 0-1 error or None) of each m-batch.
+Clean = list[tuple[float, float | None]]
+CaseRunner = Callable[[Probe, list[Batch], Clean, Spec, torch.Generator], Summary]
 
 
 def _clean_pass(probe: Probe, batch: Batch, index: int, spec: Spec, default_loss: bool) -> tuple[float, float | None]:
@@ -159,8 +163,8 @@ def _clean_pass(probe: Probe, batch: Batch, index: int, spec: Spec, default_loss
     return value, float((logits.argmax(dim=1) != batch.target).double().mean())
 
 
-def _worst(probe: Probe, batches: list[Batch], clean: list[tuple[float, float | None]], spec: Spec,
-           generator: torch.Generator) -> _Summary:
+def _worst(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
+           generator: torch.Generator) -> Summary:
     found = [worst_case(probe, b, spec, generator, e is not None) for b, (_, e) in zip(batches, clean)]
     per_batch, errors, radius = [], [], 0.0
     for best, (clean_loss, clean_error) in zip(found, clean):
@@ -173,11 +177,11 @@ def _worst(probe: Probe, batches: list[Batch], clean: list[tuple[float, float | 
             per_batch.append(0.0)
             errors.append(None if clean_error is None else 0.0)
     error_increase = None if None in errors else [e for e in errors if e is not None]
-    return _Summary(per_batch, error_increase, _sample_stderr(per_batch), radius)
+    return Summary(per_batch, error_increase, _sample_stderr(per_batch), radius)
 
 
-def _average(probe: Probe, batches: list[Batch], clean: list[tuple[float, float | None]], spec: Spec,
-             generator: torch.Generator) -> _Summary:
+def _average(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
+             generator: torch.Generator) -> Summary:
     per_batch, errors, variances = [], [], []
     for batch, (clean_loss, clean_error) in zip(batches, clean):
         losses, errs = average_case(probe, batch, spec, generator, clean_error is not None)
@@ -186,7 +190,10 @@ def _average(probe: Probe, batches: list[Batch], clean: list[tuple[float, float 
         if errs is not None and clean_error is not None:
             errors.append(float(errs.mean()) - clean_error)
     stderr = math.sqrt(sum(variances)) / len(variances)
-    return _Summary(per_batch, errors if errors else None, None if math.isnan(stderr) else stderr, None)
+    return Summary(per_batch, errors if errors else None, None if math.isnan(stderr) else stderr, None)
+
+
+CASES: dict[str, CaseRunner] = {"worst": _worst, "average": _average}
 
 
 def _mean(values: Sequence[float]) -> float:
