@@ -1,0 +1,89 @@
+"""``sharpness measure`` and ``sharpness spec``: the command-line face of :func:`sharpness.measure`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from sharpness.errors import SharpnessError
+from sharpness.spec import Spec
+
+SPEC_HELP = (
+    "a one-line spec 'case-norm[-scaling]:rho=R,key=value,...', e.g. 'worst-linf-elementwise:rho=0.002' or "
+    "'average-l2:rho=0.05,n_iters=50,logit_norm=true' (repeatable)"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "measure",
+        help="measure the sharpness of one saved model",
+        description=(
+            "Measure the sharpness of a model folder (model.safetensors + card.json, as written by "
+            "'sharpness zoo train') on a seeded subset of its training data, for one or more definitions."
+        ),
+        epilog="example: sharpness measure runs/zoo/mlp-1a2b3c4d5e --spec worst-linf:rho=0.002 "
+        "--spec average-l2:rho=0.05 --json out.json",
+    )
+    p.add_argument("model", type=Path, help="model folder holding model.safetensors and card.json")
+    p.add_argument("--spec", action="append", required=True, metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--split", default="train", choices=["train", "test"], help="data split to measure on")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    p.add_argument("--float64", action="store_true", help="measure in float64 (default: the model's dtype)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as a JSON list")
+    p.set_defaults(func=run_measure)
+
+    s = subparsers.add_parser(
+        "spec",
+        help="check a spec string and show its canonical form, id and JSON",
+        description="Validate one-line specs; prints the canonical string, the stable id and every field.",
+        epilog="example: sharpness spec 'worst-linf:rho=2e-3,m=128'",
+    )
+    s.add_argument("spec", nargs="+", metavar="SPEC", help=SPEC_HELP)
+    s.set_defaults(func=run_spec)
+
+
+def run_spec(args: argparse.Namespace) -> int:
+    for text in args.spec:
+        spec = Spec.parse(text)
+        print(f"{spec}\n  id: {spec.id}\n  json: {spec.to_json()}")
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    import torch
+
+    from sharpness import zoo
+    from sharpness.measure import measure
+
+    specs = [Spec.parse(text) for text in args.spec]
+    if not (args.model / "card.json").is_file():
+        raise SharpnessError(f"{str(args.model)!r} is not a model folder: it has no card.json")
+    model, card = zoo.load(args.model)
+    x, y = zoo.inputs(card, args.split)
+    device = torch.device(args.device)
+    model = model.to(device, dtype=torch.float64) if args.float64 else model.to(device)
+    x, y = _to(x, device, torch.float64 if args.float64 else None), y.to(device)
+    records: list[dict[str, Any]] = []
+    print(f"{'spec':<52} {'value':>12} {'stderr':>10} {'err incr':>9} {'radius':>10} {'s':>7}")
+    for spec in specs:
+        res = measure(model, (x, y), spec)
+        records.append({"model": card.get("id", str(args.model)), **res.to_dict()})
+        print(f"{spec!s:<52} {res.value:>12.6g} {_fmt(res.stderr):>10} {_fmt(res.error_increase):>9} "
+              f"{_fmt(res.radius):>10} {res.seconds:>7.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _to(x: Any, device: Any, dtype: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: v.to(device) for k, v in x.items()}
+    return x.to(device, dtype=dtype) if dtype is not None and x.is_floating_point() else x.to(device)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
