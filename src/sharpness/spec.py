@@ -132,6 +132,15 @@ class Spec:
                 pairs.append(f"{f.name}={_format(value)}")
         return head + ":" + ",".join(pairs)
 
+    def to_string(self) -> str:
+        """The canonical one-line form (same as ``str(spec)``)."""
+        return str(self)
+
+    @classmethod
+    def from_string(cls, text: str) -> Spec:
+        """Alias of :meth:`parse`."""
+        return cls.parse(text)
+
     @classmethod
     def parse(cls, text: str) -> Spec:
         """Read the one-line form, e.g. ``"worst-linf:rho=0.002,m=128"``."""

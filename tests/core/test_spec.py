@@ -18,7 +18,7 @@ SPECS = [
 
 @pytest.mark.parametrize("spec", SPECS, ids=str)
 def test_round_trips(spec: Spec) -> None:
-    assert Spec.parse(str(spec)) == spec
+    assert Spec.parse(str(spec)) == spec == Spec.from_string(spec.to_string())
     assert Spec.from_json(spec.to_json()) == spec
     assert Spec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert str(Spec.parse(str(spec))) == str(spec)
