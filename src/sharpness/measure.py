@@ -16,18 +16,22 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from sharpness.average_case import average_case, monte_carlo_variance
+from sharpness.batchnorm import fold_batchnorm
 from sharpness.errors import SharpnessError
 from sharpness.objective import Batch, LossFn, Objective, as_batch, check_clean_output, is_classification
 from sharpness.scaling import filter_dims, select_parameters
 from sharpness.space import Probe, WeightSpace, norm_of
 from sharpness.spec import Spec
-from sharpness.worst_case import worst_case
+from sharpness.worst_case import Best, worst_case
+
+# How a measurement executes; the definition (the Spec) is the same in every mode.
+Mode = Literal["exact", "fast"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,8 @@ class Result:
     """What one measurement found and what it cost.
 
     Attributes:
-        value: mean over m-batches of the loss increase.
+        value: mean over m-batches of the loss increase (trace, eigen, keskar, pacbayes: of the
+            quantity their :class:`~sharpness.spec.Spec` case defines).
         error_increase: same for the 0-1 error (classifiers), else ``None``.
         per_batch: the loss increase of each m-batch.
         stderr: average case: Monte-Carlo standard error over draws and batches;
@@ -43,6 +48,8 @@ class Result:
         radius: worst case: max over m-batches of ``||u||_p`` at the reported points
             (never above ``rho``); ``None`` for the average case.
         clean_loss, clean_error: means over m-batches at the unperturbed weights.
+        details: what a case adds, JSON-serialisable (e.g. trace and eigen: the Hessian-vector
+            product method used; eigen: Lanczos residuals and convergence).
     """
 
     spec: Spec
@@ -60,6 +67,8 @@ class Result:
     device: str
     dtype: str
     torch_version: str = field(default_factory=lambda: torch.__version__)
+    details: dict[str, Any] = field(default_factory=dict)
+    mode: str = "exact"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record, with the spec in both its dict and string forms."""
@@ -67,7 +76,8 @@ class Result:
         return {"spec": self.spec.to_dict(), "spec_str": str(self.spec), "spec_id": self.spec.id, **out}
 
 
-def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = None) -> Result:
+def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = None, *,
+            mode: Mode = "exact") -> Result:
     """Measure the sharpness of ``model`` on ``data`` as ``spec`` defines it.
 
     Args:
@@ -79,6 +89,11 @@ def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = No
         spec: the definition.
         loss_fn: ``loss_fn(output, target) -> scalar``; default cross-entropy
             (``-100`` targets ignored for sequence outputs).
+        mode: how to execute, not what to measure: ``"exact"`` (the model's dtype, one pass
+            at a time) or ``"fast"`` (:mod:`sharpness.fast`: lower-precision search, stacked
+            m-batches and draws, compiled passes where they pay; every reported value is
+            evaluated in the model's dtype at a feasible point). ``Result.details["fast"]``
+            says which path ran.
 
     Returns:
         A :class:`Result`.
@@ -91,27 +106,37 @@ def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = No
         raise SharpnessError(f"spec must be a sharpness.Spec, got {type(spec).__name__}")
     if not isinstance(model, nn.Module):
         raise SharpnessError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if mode not in get_args(Mode):
+        raise SharpnessError(f"mode must be one of {list(get_args(Mode))}, got {mode!r}")
     named = select_parameters(model, spec.params)
     device = _single_device(named)
     _check_finite([p for _, p in named], [n for n, _ in named])
     batches = _prepare_batches(data, spec, device)
     start = time.perf_counter()
+    if spec.fold_bn:  # measure a folded copy: the caller's model is never touched
+        model = fold_batchnorm(model, batches[0])
+        named = select_parameters(model, spec.params)
     with _borrowed(model, [p for _, p in named], device):
         space = WeightSpace([p for _, p in named], [n for n, _ in named], spec.scaling, spec.eta,
                             filter_dims(model))
         try:
-            return _run(model, space, batches, spec, loss_fn, start)
+            return _run(model, space, batches, spec, loss_fn, start, mode)
         finally:
             space.reset()
 
 
 def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec, loss_fn: LossFn | None,
-         start: float) -> Result:
+         start: float, mode: Mode) -> Result:
     objective = Objective(model, loss_fn, spec.logit_norm)
     probe = Probe(objective, space)
     clean = [_clean_pass(probe, b, i, spec, loss_fn is None) for i, b in enumerate(batches)]
     generator = torch.Generator(device=space.w0.device).manual_seed(spec.seed)
-    summary = CASES[spec.case](probe, batches, clean, spec, generator)
+    if mode == "fast":
+        from sharpness.fast import fast_cases
+
+        summary = fast_cases()[spec.case](probe, batches, clean, spec, generator)
+    else:
+        summary = CASES[spec.case](probe, batches, clean, spec, generator)
     clean_errors = [e for _, e in clean]
     return Result(
         spec=spec,
@@ -128,6 +153,8 @@ def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec,
         n_perturbed=int(space.active.sum()),
         device=str(space.w0.device),
         dtype=str(space.w0.dtype).removeprefix("torch."),
+        details=summary.details,
+        mode=mode,
     )
 
 
@@ -139,6 +166,7 @@ class Summary:
     error_increase: list[float] | None
     stderr: float | None
     radius: float | None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 # The unperturbed (loss, 0-1 error or None) of each m-batch.
@@ -166,6 +194,11 @@ def _clean_pass(probe: Probe, batch: Batch, index: int, spec: Spec, default_loss
 def _worst(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
            generator: torch.Generator) -> Summary:
     found = [worst_case(probe, b, spec, generator, e is not None) for b, (_, e) in zip(batches, clean)]
+    return worst_summary(found, clean, spec)
+
+
+def worst_summary(found: list[Best], clean: Clean, spec: Spec) -> Summary:
+    """Per-batch loss and error increases of the best points found, one per m-batch."""
     per_batch, errors, radius = [], [], 0.0
     for best, (clean_loss, clean_error) in zip(found, clean):
         # The unperturbed point is feasible: a search that never beat it reports it.
@@ -182,9 +215,14 @@ def _worst(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
 
 def _average(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
              generator: torch.Generator) -> Summary:
+    samples = [average_case(probe, b, spec, generator, e is not None) for b, (_, e) in zip(batches, clean)]
+    return average_summary(samples, clean, spec)
+
+
+def average_summary(samples: list[tuple[torch.Tensor, torch.Tensor | None]], clean: Clean, spec: Spec) -> Summary:
+    """Mean increases and their Monte-Carlo error from the losses (and errors) drawn on each m-batch."""
     per_batch, errors, variances = [], [], []
-    for batch, (clean_loss, clean_error) in zip(batches, clean):
-        losses, errs = average_case(probe, batch, spec, generator, clean_error is not None)
+    for (losses, errs), (clean_loss, clean_error) in zip(samples, clean):
         per_batch.append(float(losses.mean()) - clean_loss)
         variances.append(float(monte_carlo_variance(losses, spec.antithetic)))
         if errs is not None and clean_error is not None:
@@ -308,3 +346,11 @@ def _borrowed(model: nn.Module, perturbed: list[nn.Parameter], device: torch.dev
             p.requires_grad_(flag)
         for m, mode in modes:
             m.training = mode
+
+
+# The other cases live in modules of their own that build Summary objects, hence imported last.
+from sharpness.curvature import eigen_case, trace_case  # noqa: E402
+from sharpness.keskar import keskar_case  # noqa: E402
+from sharpness.pacbayes import pacbayes_case  # noqa: E402
+
+CASES.update(trace=trace_case, eigen=eigen_case, keskar=keskar_case, pacbayes=pacbayes_case)

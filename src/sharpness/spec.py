@@ -37,10 +37,12 @@ from typing import Any, Literal, get_args
 
 from sharpness.errors import SharpnessError
 
-Case = Literal["worst", "average"]
+Case = Literal["worst", "average", "trace", "eigen", "keskar", "pacbayes"]
 Norm = Literal["l2", "linf"]
 Scaling = Literal["standard", "elementwise", "filterwise"]
 Init = Literal["zero", "random"]
+Hvp = Literal["auto", "double_backward", "finite_difference"]
+Target = Literal["error", "loss"]
 
 _QUOTE_NEEDED = re.compile(r'[,:=" \t]|^$')
 
@@ -49,12 +51,31 @@ _QUOTE_NEEDED = re.compile(r'[,:=" \t]|^$')
 class Spec:
     """A definition of sharpness (DESIGN.md section 2).
 
+    The cases (``scaling`` and ``eta`` build ``c(w)`` and ``D = diag(c)`` in every one of them):
+
+    * ``worst``: max over ``||u||_p <= rho`` of the loss increase (Auto-PGD, ``n_iters`` steps).
+    * ``average``: mean loss increase under ``u ~ rho N(0, I)`` (l2) or ``U[-rho, rho]`` (linf), ``n_iters`` draws.
+    * ``trace``: the raw ``tr(D H D)`` (H the Hessian of the m-batch loss), Hutchinson with ``n_iters``
+      Rademacher probes; ``stderr`` is its Monte-Carlo error. Near a minimum ``average-l2`` is
+      ``rho^2/2`` times it. Write ``l2`` and ``rho=1`` (``trace-l2-elementwise:rho=1.0,n_iters=64``).
+    * ``eigen``: the raw ``lambda_max(D H D)``, Lanczos with at most ``n_iters`` steps; ``Result.details``
+      reports the residual bound and convergence. Near a minimum ``worst-l2`` is ``rho^2/2`` times it.
+      Write ``l2`` and ``rho=1``.
+    * ``keskar``: Keskar et al.'s ``100 (max L - L) / (1 + L)`` with the max over the ball of ``worst``;
+      their box ``|delta_i| <= eps (|w_i| + 1)`` is ``keskar-linf-elementwise:rho=<eps>,eta=1.0``.
+    * ``pacbayes``: Jiang et al.'s flatness ``1 / sigma^2`` for the largest ``sigma`` whose perturbation
+      raises the ``target`` (0-1 error, their choice, or loss) by at most ``rho`` (their 0.1), found by
+      bisection. ``l2``: Gaussian ``delta_i ~ N(0, sigma^2 c0_i^2 + eta^2)`` with ``c0`` the scale
+      without ``eta``; ``linf``: the worst case over the box ``|delta_i| <= sigma c0_i + eta``.
+      Jiang's ``pacbayes.flatness`` is ``pacbayes-l2-standard:rho=0.1``, ``pacbayes.mag.flatness``
+      ``pacbayes-l2-elementwise:rho=0.1,eta=0.001``; ``linf`` gives their ``sharpness.flatness`` twins.
+
     Args:
-        case: ``"worst"`` (Auto-PGD maximum over the ball) or ``"average"``
-            (expectation over random draws).
+        case: one of the cases above.
         norm: ``"l2"`` or ``"linf"``: the ball of the worst case; Gaussian
             (``u ~ rho N(0, I)``) or uniform (``u ~ U[-rho, rho]``) draws of the average case.
-        rho: radius in normalised coordinates ``u``, where ``delta = c(w) * u``.
+        rho: radius in normalised coordinates ``u``, where ``delta = c(w) * u``; pacbayes: the
+            tolerated rise of the target; trace and eigen: unused, always 1.
         scaling: how ``c(w)`` is built: ``standard`` (1), ``elementwise`` (``|w| + eta``),
             ``filterwise`` (norm of each output filter ``+ eta``).
         eta: added to the scale; with ``eta = 0`` elementwise sharpness is
@@ -62,7 +83,9 @@ class Spec:
         logit_norm: centre and L2-normalise the logits before the loss.
         m: examples per m-batch when ``data`` is an ``(X, Y)`` pair.
         n_examples: examples drawn from ``(X, Y)``; a multiple of ``m``.
-        n_iters: ascent iterations (worst) or noise draws per m-batch (average).
+        n_iters: ascent iterations (worst, keskar) or noise draws per m-batch (average); trace:
+            Hutchinson probes; eigen: the most Lanczos steps; pacbayes: draws (l2) or ascent
+            iterations (linf) at each trial scale.
         n_restarts: worst case: searches per m-batch; the best is kept. The first
             starts from ``init``, later ones from a random point.
         init: ``"zero"`` or ``"random"`` (uniform in the ball or box) start.
@@ -71,6 +94,14 @@ class Spec:
             what is perturbed; ``None`` perturbs every floating-point parameter.
         antithetic: average case: draws come in pairs ``(u, -u)``, which cancels
             the first-order term; the standard error is computed over pairs.
+        hvp: trace and eigen: Hessian-vector products by ``double_backward``, by
+            ``finite_difference`` of gradients, or ``auto``: double backward, where a second
+            derivative is not implemented again with attention on its math kernel, then finite
+            differences (see :mod:`sharpness.curvature`).
+        subspace: keskar: search a random subspace of this dimension (0: the full space).
+        target: pacbayes: the increase bounded by ``rho``: ``"error"`` (0-1) or ``"loss"``.
+        fold_bn: measure a copy of the model whose BatchNorm running statistics are folded
+            into the preceding Conv/Linear layer (any case).
     """
 
     case: Case
@@ -87,25 +118,32 @@ class Spec:
     seed: int = 0
     params: str | None = None
     antithetic: bool = False
+    hvp: Hvp = "auto"
+    subspace: int = 0
+    target: Target = "error"
+    fold_bn: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("case", self.case, Case)
         _check_choice("norm", self.norm, Norm)
         _check_choice("scaling", self.scaling, Scaling)
         _check_choice("init", self.init, Init)
+        _check_choice("hvp", self.hvp, Hvp)
+        _check_choice("target", self.target, Target)
         object.__setattr__(self, "rho", _positive_float("rho", self.rho))
         object.__setattr__(self, "eta", _nonnegative_float("eta", self.eta))
         for name in ("m", "n_examples", "n_iters", "n_restarts"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0)
-        for name in ("logit_norm", "antithetic"):
+        _check_int("subspace", self.subspace, minimum=0)
+        for name in ("logit_norm", "antithetic", "fold_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise SharpnessError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.n_examples % self.m:
             raise SharpnessError(
                 f"n_examples must be a multiple of m, got n_examples={self.n_examples}, m={self.m}"
             )
-        if self.antithetic and self.case == "average" and self.n_iters % 2:
+        if self.antithetic and self.case in ("average", "pacbayes") and self.n_iters % 2:
             raise SharpnessError(f"antithetic draws need an even n_iters, got n_iters={self.n_iters}")
         if self.params is not None:
             if not isinstance(self.params, str):
@@ -114,6 +152,7 @@ class Spec:
                 re.compile(self.params)
             except re.error as e:
                 raise SharpnessError(f"params is not a valid regular expression: {self.params!r} ({e})") from None
+        _check_case_fields(self)
 
     # ------------------------------------------------------------------ forms
     @property
@@ -194,6 +233,28 @@ def _check_choice(name: str, value: object, choices: object) -> None:
     allowed = get_args(choices)
     if value not in allowed:
         raise SharpnessError(f"unknown {name} {value!r}; expected one of {list(allowed)}")
+
+
+# Fields read by some cases only; elsewhere they must keep their default, so that one measure has one id.
+_CASE_ONLY = {"hvp": ("trace", "eigen"), "subspace": ("keskar",), "target": ("pacbayes",)}
+
+
+def _check_case_fields(spec: Spec) -> None:
+    for f in dataclasses.fields(spec):
+        cases = _CASE_ONLY.get(f.name)
+        if cases and spec.case not in cases and getattr(spec, f.name) != f.default:
+            raise SharpnessError(
+                f"{f.name}={getattr(spec, f.name)!r} applies only to case {' or '.join(cases)}, not {spec.case!r}"
+            )
+    if spec.case in ("trace", "eigen") and (spec.norm != "l2" or spec.rho != 1.0):
+        raise SharpnessError(
+            f"case {spec.case!r} reports the raw value for D H D, with no radius: write norm 'l2' and rho=1 "
+            f"(e.g. '{spec.case}-l2-{spec.scaling}:rho=1'), got norm={spec.norm!r}, rho={spec.rho!r}"
+        )
+    if spec.case == "pacbayes" and spec.target == "error" and spec.rho >= 1:
+        raise SharpnessError(f"pacbayes: rho is the tolerated rise of the 0-1 error and must be < 1, got {spec.rho!r}")
+    if spec.subspace and spec.scaling == "filterwise":
+        raise SharpnessError("keskar: a random subspace has no filters; use scaling standard or elementwise")
 
 
 def _real(name: str, value: object) -> float:

@@ -1,0 +1,91 @@
+r"""Keskar et al. (2017) epsilon-sharpness, with the Auto-PGD search of the worst case.
+
+For one m-batch :math:`S`,
+
+.. math:: \phi_S = 100 \cdot \frac{\max_{\delta \in C} L_S(w + \delta) - L_S(w)}{1 + L_S(w)},
+
+reported as the mean over m-batches. In the full space :math:`C` is the ball of the ``worst`` case,
+:math:`\delta = c \odot u`, :math:`\|u\|_p \le \rho`; Keskar's box
+:math:`|\delta_i| \le \epsilon (|w_i| + 1)` is ``linf`` with ``scaling="elementwise"``, ``eta=1`` and
+``rho=eps``.
+
+With ``subspace=p`` the search runs in a random p-dimensional subspace, as Keskar et al. also do:
+:math:`\delta = A (s \odot y)`, :math:`\|y\|_p \le \rho`, where :math:`A` has orthonormal columns (the QR
+factor of a Gaussian matrix drawn from ``seed``, so :math:`A^+ = A^\top`) and :math:`s = |A^\top w| + \eta`
+(elementwise) or 1 (standard): Keskar's box :math:`|y_j| \le \epsilon (|(A^+ w)_j| + 1)` for ``eta=1``.
+
+>>> import torch
+>>> a = subspace_basis(6, 2, seed=0, like=torch.zeros(1, dtype=torch.float64))
+>>> torch.allclose(a.T @ a, torch.eye(2, dtype=torch.float64))
+True
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import cast
+
+import torch
+from torch import nn
+
+from sharpness.errors import SharpnessError
+from sharpness.measure import CASES, Clean, Summary
+from sharpness.objective import Batch
+from sharpness.space import Probe, WeightSpace
+from sharpness.spec import Spec
+
+
+def subspace_basis(numel: int, dim: int, seed: int, like: torch.Tensor) -> torch.Tensor:
+    """``numel x dim`` matrix with orthonormal columns, from a Gaussian matrix drawn with ``seed``."""
+    generator = torch.Generator(device=like.device).manual_seed(seed)
+    gauss = torch.randn(numel, dim, generator=generator, device=like.device, dtype=like.dtype)
+    return torch.linalg.qr(gauss).Q
+
+
+class Subspace(WeightSpace):
+    """Coordinates :math:`y` of a random subspace: :math:`w = w_0 + A (s \\odot y)`.
+
+    It stands in for a :class:`WeightSpace` in a :class:`Probe`: ``w0`` is the origin of the
+    ``y`` coordinates and ``c`` the scale ``s``; points are written through an unscaled copy of the
+    full space (``delta`` itself), so weights whose full-space scale is 0 raise no division.
+    """
+
+    def __init__(self, full: WeightSpace, dim: int, spec: Spec) -> None:
+        if dim > full.numel:
+            raise SharpnessError(f"subspace={dim} exceeds the {full.numel} perturbed weights")
+        self.full = WeightSpace(cast("list[nn.Parameter]", full.params), [""] * len(full.params), "standard", 0.0, {})
+        self.params = full.params
+        self.basis = subspace_basis(full.numel, dim, spec.seed, full.w0)
+        coords = self.basis.T @ full.w0
+        self.c = torch.ones_like(coords) if spec.scaling == "standard" else coords.abs() + spec.eta
+        self.w0 = torch.zeros_like(coords)
+        self.active = self.c > 0
+
+    @torch.no_grad()
+    def set(self, u: torch.Tensor) -> None:
+        self.full.set(self.basis @ (self.c * u))
+
+    def reset(self) -> None:
+        self.full.reset()
+
+    def grad_u(self, loss: torch.Tensor) -> torch.Tensor:
+        return (self.basis.T @ self.full.grad_u(loss)).mul_(self.c)
+
+
+def keskar_case(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
+                generator: torch.Generator) -> Summary:
+    """Auto-PGD maximum of each m-batch, normalised as Keskar et al. do."""
+    search = probe
+    if spec.subspace:
+        search = Probe(probe.objective, Subspace(probe.space, spec.subspace, spec))
+    try:
+        found = CASES["worst"](search, batches, clean, spec, generator)
+    finally:
+        if search is not probe:
+            probe.n_forward += search.n_forward
+            probe.n_backward += search.n_backward
+    per_batch = [100 * rise / (1 + loss) for rise, (loss, _) in zip(found.per_batch, clean)]
+    stderr = statistics.stdev(per_batch) / math.sqrt(len(per_batch)) if len(per_batch) > 1 else None
+    details = {"subspace": spec.subspace} if spec.subspace else {}
+    return Summary(per_batch, found.error_increase, stderr, found.radius, details)
