@@ -20,6 +20,8 @@ tensor(1.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from sharpness.objective import Batch
@@ -35,16 +37,21 @@ def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torc
     return u.mul_(2 * rho).sub_(rho)
 
 
+def draws(spec: Spec, like: torch.Tensor, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """The ``n_iters`` points of one m-batch, in order; antithetic pairs reuse the previous draw, negated."""
+    u = like
+    for j in range(spec.n_iters):
+        u = -u if spec.antithetic and j % 2 else draw(like.numel(), spec.norm, spec.rho, like, generator)
+        yield u
+
+
 def average_case(probe: Probe, batch: Batch, spec: Spec, generator: torch.Generator,
                  with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Losses (and errors) at ``n_iters`` random points, as device tensors."""
     space = probe.space
     losses = torch.empty(spec.n_iters, dtype=torch.float64, device=space.w0.device)
     errors = torch.empty_like(losses) if with_error else None
-    u = space.zeros()
-    for j in range(spec.n_iters):
-        # Antithetic pairs reuse the previous draw, negated.
-        u = u.neg_() if spec.antithetic and j % 2 else draw(space.numel, spec.norm, spec.rho, space.w0, generator)
+    for j, u in enumerate(draws(spec, space.w0, generator)):
         losses[j], error = probe.value(u, batch, with_error)
         if errors is not None and error is not None:
             errors[j] = error

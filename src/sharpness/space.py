@@ -53,11 +53,16 @@ def norm_of(u: torch.Tensor, norm: Norm) -> torch.Tensor:
     return torch.linalg.vector_norm(u, ord=order, dtype=torch.float64)
 
 
+def row_norms(u: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each row of ``u`` (a point, or points stacked in rows), in float64, keeping the last dim."""
+    return torch.linalg.vector_norm(u, ord=2, dim=-1, keepdim=True, dtype=torch.float64)
+
+
 def project(u: torch.Tensor, norm: Norm, radius: float) -> torch.Tensor:
-    """Project ``u`` in place onto the L2 ball or L-infinity box of ``radius``."""
+    """Project ``u`` (one point, or one per row) in place onto the L2 ball or L-infinity box of ``radius``."""
     if norm == "linf":
         return u.clamp_(-radius, radius)
-    factor = (radius / norm_of(u, "l2")).clamp(max=1.0)
+    factor = (radius / row_norms(u)).clamp(max=1.0)
     return u.mul_(factor.to(u.dtype))
 
 
@@ -116,6 +121,10 @@ class Probe:
         self.space = space
         self.n_forward = 0
         self.n_backward = 0
+
+    def zeros(self) -> torch.Tensor:
+        """The origin :math:`u = 0` in the shape the probe takes its points."""
+        return self.space.zeros()
 
     def value(self, u: torch.Tensor, batch: Batch, with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Forward only."""

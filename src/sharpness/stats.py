@@ -155,9 +155,7 @@ class SignError:
     environments: pd.DataFrame
 
 
-def sign_error(
-    table: pd.DataFrame, measure: str, target: str, axes: Sequence[str], min_diff: float = 0.0
-) -> SignError:
+def sign_error(table: pd.DataFrame, measure: str, target: str, axes: Sequence[str], min_diff: float = 0.0) -> SignError:
     """Sign-error (Dziugaite et al. 2020, "In search of robust measures of generalization").
 
     An *environment* is an unordered pair of grid cells that differ in exactly one axis; its
@@ -222,7 +220,7 @@ class ConditionalMI:
     Attributes:
         value: the minimum of ``by_set`` (the paper's K(μ)); NaN when no set is defined.
         argmin: the conditioning set that attains it (``()``: unconditional).
-        by_set: Î(V_μ, V_g | U_S) for every conditioning set S considered.
+        by_set: Î(V_μ, V_g | U_S) for every conditioning set S considered (NaN: undefined).
     """
 
     value: float
@@ -230,9 +228,10 @@ class ConditionalMI:
     by_set: dict[tuple[str, ...], float]
 
     def by_size(self) -> dict[int, float]:
-        """The minimum over the conditioning sets of each size ``|S|``."""
+        """The minimum over the (defined) conditioning sets of each size ``|S|``."""
         sizes = sorted({len(s) for s in self.by_set})
-        return {k: min((v for s, v in self.by_set.items() if len(s) == k), default=math.nan) for k in sizes}
+        defined = {s: v for s, v in self.by_set.items() if not math.isnan(v)}
+        return {k: min((v for s, v in defined.items() if len(s) == k), default=math.nan) for k in sizes}
 
 
 def conditional_mutual_information(
@@ -250,8 +249,8 @@ def conditional_mutual_information(
     1 when it determines it. Every S with ``|S| <= max_condition`` (the empty set included) is
     tried and the minimum is reported, so a measure scores high only when no small set of
     hyper-parameters explains its agreement with the target. When S alone determines ``V_g``
-    (``H(V_g | U_S) = 0``) nothing is left to explain and Î is 0. The plug-in estimates are
-    biased upwards when pairs per value of ``U_S`` are few.
+    (``H(V_g | U_S) = 0``, e.g. with one model per value of S) Î is undefined: NaN, left out of the
+    minimum. The plug-in estimates are biased upwards when pairs per value of ``U_S`` are few.
 
     >>> import pandas as pd
     >>> t = pd.DataFrame({"lr": [1, 1, 2, 2], "m": [1, 2, 3, 4], "err": [1, 2, 3, 4]})
@@ -295,7 +294,7 @@ def _normalised_cmi(u: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         mi = np.nansum(np.where(p > 0, p * np.log(p * p_u / (p_ua * p_ub)), 0.0))
         h = -np.nansum(np.where(p_ub > 0, p_ub * np.log(p_ub / p_u), 0.0))
-    return float(np.clip(mi / h, 0.0, 1.0)) if h > 1e-12 else 0.0
+    return float(np.clip(mi / h, 0.0, 1.0)) if h > 1e-12 else math.nan
 
 
 # -------------------------------------------------------------- bootstrap

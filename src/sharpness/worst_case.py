@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe, inner_radius, norm_of, project
+from sharpness.space import Probe, inner_radius, norm_of, project, row_norms
 from sharpness.spec import Init, Norm, Spec
 
 MOMENTUM = 0.75
@@ -82,27 +82,31 @@ def random_start(numel: int, norm: Norm, rho: float, like: torch.Tensor, generat
 def ascent_direction(g: torch.Tensor, norm: Norm) -> torch.Tensor:
     if norm == "linf":
         return g.sign()
-    scale = norm_of(g, "l2").clamp_min(torch.finfo(torch.float64).tiny).reciprocal()
+    scale = row_norms(g).clamp_min(torch.finfo(torch.float64).tiny).reciprocal()
     return g * scale.to(g.dtype)
 
 
 def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Generator,
          with_error: bool) -> Best:
-    """One Auto-PGD search on one m-batch; returns the best feasible point."""
+    """One Auto-PGD search on one m-batch; returns the best feasible point.
+
+    A probe may hold several searches stacked in rows (``u`` of shape ``(rows, numel)``, losses
+    of shape ``(rows, 1)``): every update below acts row by row.
+    """
     space = probe.space
     norm = spec.norm
     radius = inner_radius(spec.rho, space.w0.dtype, norm)
+    u = probe.zeros()
     if init == "random":
-        u = random_start(space.numel, norm, radius, space.w0, generator)
+        for row in u.view(-1, space.numel):
+            row.copy_(random_start(space.numel, norm, radius, space.w0, generator))
         u = project(u.mul_(space.active), norm, radius)
-    else:
-        u = space.zeros()
     loss, error, g = probe.value_and_grad(u, batch, with_error)
     best = Best(loss, u, error)
     g_best = g
     u_prev = u
     step = torch.full((), 2 * spec.rho, dtype=space.w0.dtype, device=u.device)
-    n_improved = torch.zeros((), device=u.device)
+    n_improved = torch.zeros_like(loss)
     prev_step, prev_best, prev_checkpoint = step, loss, 0
     checkpoints = set(schedule_checkpoints(spec.n_iters))
     for k in range(1, spec.n_iters + 1):
