@@ -1,0 +1,59 @@
+"""Ray backend: one task per unit, spread over a cluster; the driver alone writes the database.
+
+Each unit becomes one Ray task asking for ``resources.num_cpus`` CPUs and
+``resources.num_gpus`` GPUs (Ray then sets ``CUDA_VISIBLE_DEVICES`` for it, so
+``device: auto`` lands on the GPU it was given). A task catches the unit's own errors
+and returns a ``failed`` row; a task whose worker process dies (out of memory, a
+killed node) is retried up to ``resources.max_retries`` times by Ray, and recorded as
+``failed`` after that. Rows are written by the driver as tasks finish, one
+transaction each, so killing the driver loses only the tasks in flight.
+
+Workers import ``sharpness`` and read the model folders by path: on a multi-machine
+cluster, install the package on every node and keep the zoo on a shared file system.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sharpness.study.config import Resources
+from sharpness.study.runner import Unit, compute_unit, failed_row
+
+
+def execute_ray(
+    units: list[Unit], write: Callable[[dict[str, Any]], None], resources: Resources, address: str | None = None
+) -> None:
+    """Compute ``units`` as Ray tasks and ``write`` each row as it arrives.
+
+    Args:
+        units: what to compute.
+        write: stores one row (called in this process only).
+        resources: per-task CPU/GPU request and retries for dead workers.
+        address: a running cluster (``"auto"``, ``"ray://host:10001"``, ...); ``None`` uses
+            the Ray instance already initialised in this process, or starts a local one.
+    """
+    import ray
+
+    if not units:
+        return
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(compute_unit).options(
+            num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=resources.max_retries
+        )
+        pending = {task.remote(unit): unit for unit in units}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                unit = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except ray.exceptions.RayError as e:  # the worker died more often than max_retries
+                    row = failed_row(unit, e)
+                write(row)
+    finally:
+        if started:
+            ray.shutdown()
