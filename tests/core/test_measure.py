@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from core_models import KeywordModel, SmallCNN, classification_data, mlp
 from torch import nn
 
 from sharpness import Result, Spec, measure
+from testkit import KeywordModel, SmallCNN, classification_data, mlp
 
 
 def test_pair_data_draws_a_seeded_subset_split_into_m_batches() -> None:

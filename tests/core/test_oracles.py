@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
-from core_models import Quadratic, TwoLogit, classification_data, mean_loss, mlp, random_psd
 
 from sharpness import Spec, measure
+from testkit import Quadratic, TwoLogit, classification_data, mean_loss, mlp, random_psd
 
 
 def quadratic_case(n: int, seed: int, zeros: int) -> tuple[Quadratic, torch.Tensor]:

@@ -6,35 +6,10 @@ import math
 
 import pytest
 import torch
-from core_models import SmallCNN, classification_data, mlp
 from torch import nn
 
 from sharpness import SharpnessError, Spec, measure
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()},
-        "grads": {n: None if p.grad is None else (id(p.grad), p.grad.clone()) for n, p in model.named_parameters()},
-        "flags": {n: p.requires_grad for n, p in model.named_parameters()},
-        "modes": {n: m.training for n, m in model.named_modules()},
-        "rng": torch.get_rng_state(),
-    }
-
-
-def assert_restored(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v), k
-        assert after["state"][k].dtype == v.dtype
-    for n, g in before["grads"].items():
-        if g is None:
-            assert after["grads"][n] is None
-        else:
-            assert after["grads"][n][0] == g[0] and torch.equal(after["grads"][n][1], g[1])
-    assert after["flags"] == before["flags"]
-    assert after["modes"] == before["modes"]
-    assert torch.equal(after["rng"], before["rng"])
+from testkit import SmallCNN, assert_restored, classification_data, mlp, snapshot
 
 
 def prepared_model() -> nn.Module:

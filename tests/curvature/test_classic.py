@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,52 +14,12 @@ from sharpness import SharpnessError, Spec, measure
 from sharpness.batchnorm import fold_batchnorm
 from sharpness.keskar import subspace_basis
 from sharpness.objective import Batch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run many small passes: one thread avoids oversubscribing shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def mean_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return out.mean()
-
-
-class Quadratic(nn.Module):
-    """Loss ``0.5 (w - w*)^T A (w - w*)`` (per example; use ``mean_loss``), at its minimum ``w*``."""
-
-    def __init__(self, a: torch.Tensor, w_star: torch.Tensor) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w_star.clone())
-        self.register_buffer("a", a)
-        self.register_buffer("w_star", w_star.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.w - self.w_star
-        return (0.5 * d @ self.a @ d).expand(x.shape[0])
+from testkit import Quadratic, TwoLogit, assert_restored, mean_loss, random_psd, snapshot
 
 
 def quadratic(n: int, seed: int) -> Quadratic:
-    g = torch.Generator().manual_seed(seed)
-    b = torch.randn(n, n, generator=g, dtype=torch.float64)
-    return Quadratic(b @ b.T / n + 0.1 * torch.eye(n, dtype=torch.float64),
-                     torch.randn(n, generator=g, dtype=torch.float64))
-
-
-class TwoLogit(nn.Module):
-    """Binary logistic regression as logits ``[0, w.x]``: the margin of class 1 is ``w.x``."""
-
-    def __init__(self, w: torch.Tensor) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x @ self.w
-        return torch.stack([torch.zeros_like(z), z], dim=1)
+    w_star = torch.randn(n, generator=torch.Generator().manual_seed(seed + 100), dtype=torch.float64)
+    return Quadratic(random_psd(n, seed), w_star)
 
 
 def one_example(d: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -368,17 +327,6 @@ def test_bad_new_specs_are_refused(text: str, message: str) -> None:
         Spec.parse(text)
 
 
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()},
-        "grads": {n: None if p.grad is None else (id(p.grad), p.grad.clone()) for n, p in model.named_parameters()},
-        "flags": {n: p.requires_grad for n, p in model.named_parameters()},
-        "modes": {n: m.training for n, m in model.named_modules()},
-        "names": [n for n, _ in model.named_parameters()],
-        "rng": torch.get_rng_state(),
-    }
-
-
 @pytest.mark.parametrize("text", NEW_SPECS)
 def test_model_is_restored_bit_for_bit(text: str) -> None:
     torch.manual_seed(0)
@@ -393,13 +341,6 @@ def test_model_is_restored_bit_for_bit(text: str) -> None:
     model.bn.eval()  # a mixed mode must survive too
     before = snapshot(model)
     res = measure(model, (x, y), Spec.parse(text).replace(m=8, n_examples=16))
-    after = snapshot(model)
-    assert after["names"] == before["names"] and after["flags"] == before["flags"]
-    assert after["modes"] == before["modes"] and torch.equal(after["rng"], before["rng"])
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v) and after["state"][k].dtype == v.dtype, k
-    for n, g in before["grads"].items():
-        assert (after["grads"][n] is None) if g is None else (after["grads"][n][0] == g[0]
-                                                               and torch.equal(after["grads"][n][1], g[1]))
+    assert_restored(model, before)
     assert math.isfinite(res.value) and len(res.per_batch) == 2
     json.dumps(res.to_dict(), allow_nan=False)

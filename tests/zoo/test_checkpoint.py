@@ -15,8 +15,6 @@ from torch import nn
 from sharpness import SharpnessError
 from sharpness.zoo import build, checkpoint, load, model_id, read_weights, save
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 ARCHS = [
     {"name": "mlp", "kwargs": {"in_shape": [1, 40], "n_classes": 10, "hidden": [16], "mean": [0.1], "std": [0.9]}},
     {"name": "cnn1d", "kwargs": {"in_shape": [1, 40], "n_classes": 10, "width": 4}},

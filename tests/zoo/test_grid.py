@@ -19,8 +19,6 @@ from sharpness import SharpnessError, Spec, measure
 from sharpness.zoo import cli, grid, inputs, load
 from sharpness.zoo.checkpoint import CARD, WEIGHTS
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def tiny_mnist1d(**axes: list) -> dict:
     cfg = grid.load_config("mnist1d", reduced=True)

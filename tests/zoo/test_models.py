@@ -13,8 +13,6 @@ from sharpness import SharpnessError
 from sharpness.zoo import adapters, build, checkpoint
 from sharpness.zoo.models import CNN1D, MLP, DropPath, Normalize, PreActResNet18, SimpleViT, complete_arch, n_params
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 SHAPES = [
     # name, kwargs, input shape, closed-form parameter count (None: checked elsewhere)
     ("mlp", {"in_shape": [1, 40], "n_classes": 10, "hidden": [32, 16]}, (3, 1, 40), 41 * 32 + 33 * 16 + 17 * 10),

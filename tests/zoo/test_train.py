@@ -25,8 +25,6 @@ from sharpness.zoo.train import (
     train,
 )
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 T = 100
 SCHEDULES = [
     # schedule, warmup, step, expected factor

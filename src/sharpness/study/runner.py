@@ -22,7 +22,6 @@ the rest. A unit that raises is stored as ``failed`` with its error, and the run
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import functools
@@ -32,7 +31,7 @@ import itertools
 import json
 import socket
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +42,7 @@ from sharpness.errors import SharpnessError
 from sharpness.spec import Spec
 from sharpness.study.config import EvalOptions, StudyConfig, ZooSource, load_config
 from sharpness.study.store import Store, export_tables
+from sharpness.threads import torch_threads
 
 Backend = Literal["local", "ray"]
 Data = tuple[Any, torch.Tensor]
@@ -214,18 +214,6 @@ def compute_unit(unit: Unit) -> dict[str, Any]:
         except Exception as e:
             return failed_row(unit, e)
         return measure_unit(unit, model, card, data)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads (``None``: leave torch's setting)."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def measure_unit(unit: Unit, model: nn.Module, card: dict[str, Any], data: Data) -> dict[str, Any]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sharpness.errors import SharpnessError
+from sharpness.threads import torch_threads
 
 _LOGISTIC_HELP = """\
 Why: every alpha * w (alpha > 0) is the same linear classifier, yet its sharpness is not constant
@@ -81,17 +80,6 @@ def _config(args: argparse.Namespace) -> Any:
     return args.config_cls(**values)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: intra-op threads only add contention."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _prepare(out: Path) -> Path:
@@ -105,7 +93,7 @@ def _run_logistic(args: argparse.Namespace) -> int:
     from sharpness.toy import logistic
 
     out = _prepare(args.out)
-    with _one_thread():
+    with torch_threads(1):
         results = logistic.run(_config(args))
     (out / "logistic.json").write_text(json.dumps(results, indent=1))
     logistic.plot(results, str(out / "logistic.png"))
@@ -127,7 +115,7 @@ def _run_diagonal(args: argparse.Namespace) -> int:
     from sharpness.toy import diagonal
 
     out = _prepare(args.out)
-    with _one_thread():
+    with torch_threads(1):
         results = diagonal.run(_config(args))
     (out / "diagonal.json").write_text(json.dumps(results, indent=1))
     diagonal.plot(results, str(out / "diagonal.png"))

@@ -37,7 +37,6 @@ atomically, so an interrupted run leaves no folder that looks finished.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import os
@@ -52,6 +51,7 @@ from typing import Any
 import torch
 
 from sharpness.errors import SharpnessError
+from sharpness.threads import torch_threads
 from sharpness.zoo.checkpoint import CARD, DTYPES, model_id, save, write_json_atomic
 from sharpness.zoo.train import TrainConfig
 
@@ -228,23 +228,11 @@ def train_grid(config: dict[str, Any] | str | os.PathLike[str], out: str | os.Pa
         ood = ood_sets(cfg, bundle)
         dev = _device(cfg, device)
         bar = tqdm(todo, desc=f"zoo {cfg.get('name', '')}", disable=not progress)
-        with _threads(cfg.get("cpu_threads") if dev.type == "cpu" else None):
+        with torch_threads(cfg.get("cpu_threads") if dev.type == "cpu" else None):
             for job in bar:
                 bar.set_postfix_str(job.id)
                 _run_job(job, cfg, bundle, ood, root / job.id, dev, progress)
     return [root / j.id for j in jobs]
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Train with ``n`` intra-op threads (tiny networks run faster on one), then restore the setting."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def ood_sets(cfg: dict[str, Any], bundle: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Small models with known answers, shared by the core tests."""
+"""Small models with known answers and restoration checks, shared by the tests."""
 
 from __future__ import annotations
 
@@ -82,3 +82,30 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.drop(torch.relu(self.bn(self.conv(x))))
         return self.head(h.flatten(1))
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything of a model that measure() must give back, and the global RNG state."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "grads": {n: None if p.grad is None else (id(p.grad), p.grad.clone()) for n, p in model.named_parameters()},
+        "flags": {n: p.requires_grad for n, p in model.named_parameters()},
+        "modes": {n: m.training for n, m in model.named_modules()},
+        "rng": torch.get_rng_state(),
+    }
+
+
+def assert_restored(model: nn.Module, before: dict) -> None:
+    """Bit-for-bit equality with a :func:`snapshot`, including the identity of each .grad tensor."""
+    after = snapshot(model)
+    for k, v in before["state"].items():
+        assert torch.equal(after["state"][k], v), k
+        assert after["state"][k].dtype == v.dtype
+    for n, g in before["grads"].items():
+        if g is None:
+            assert after["grads"][n] is None
+        else:
+            assert after["grads"][n][0] == g[0] and torch.equal(after["grads"][n][1], g[1])
+    assert after["flags"] == before["flags"]
+    assert after["modes"] == before["modes"]
+    assert torch.equal(after["rng"], before["rng"])
