@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sharpness.threads import torch_threads
+from sharpness.runtime import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -25,6 +25,7 @@ from sharpness.average_case import average_case, monte_carlo_variance
 from sharpness.batchnorm import fold_batchnorm
 from sharpness.errors import SharpnessError
 from sharpness.objective import Batch, LossFn, Objective, as_batch, check_clean_output, is_classification
+from sharpness.runtime import tf32
 from sharpness.scaling import filter_dims, select_parameters
 from sharpness.space import Probe, WeightSpace, norm_of
 from sharpness.spec import Spec
@@ -131,12 +132,13 @@ def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec,
     probe = Probe(objective, space)
     clean = [_clean_pass(probe, b, i, spec, loss_fn is None) for i, b in enumerate(batches)]
     generator = torch.Generator(device=space.w0.device).manual_seed(spec.seed)
+    runners = CASES
     if mode == "fast":
         from sharpness.fast import fast_cases
 
-        summary = fast_cases()[spec.case](probe, batches, clean, spec, generator)
-    else:
-        summary = CASES[spec.case](probe, batches, clean, spec, generator)
+        runners = fast_cases()
+    with tf32(False):  # true float32; the fast mode's search turns TF32 on for itself
+        summary = runners[spec.case](probe, batches, clean, spec, generator)
     clean_errors = [e for _, e in clean]
     return Result(
         spec=spec,

@@ -6,8 +6,9 @@ to weights by Andriushchenko et al. 2023):
 
 * step :math:`\eta_0 = 2\rho`; ascent direction :math:`\mathrm{sign}(g_u)` (L-infinity)
   or :math:`g_u / \|g_u\|_2` (L2), with :math:`g_u = c \odot \nabla_w L`;
-* :math:`z = P(u_k + \eta\, d_k)`, then :math:`u_{k+1} = P(0.75\, z + 0.25\, u_{k-1})`
-  (a convex combination of feasible points; the outer projection only absorbs rounding);
+* :math:`z = P(u_k + \eta\, d_k)`, then :math:`u_{k+1} = 0.75\, z + 0.25\, u_{k-1}`
+  (a convex combination of feasible points, so feasible; :func:`~sharpness.space.combine`
+  absorbs the rounding);
 * at the checkpoints :math:`\lceil p_j n \rceil` with :math:`p_0 = 0, p_1 = 0.22,
   p_{j+1} = p_j + \max(p_j - p_{j-1} - 0.03, 0.06)` the step is halved and the search
   restarts from the best point when fewer than 75% of the iterations since the last
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe, inner_radius, norm_of, project, row_norms
+from sharpness.space import Probe, combine, inner_radius, norm_of, project, row_norms
 from sharpness.spec import Init, Norm, Spec
 
 MOMENTUM = 0.75
@@ -111,7 +112,7 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
     checkpoints = set(schedule_checkpoints(spec.n_iters))
     for k in range(1, spec.n_iters + 1):
         z = project(torch.addcmul(u, ascent_direction(g, norm), step), norm, radius)
-        u_prev, u = u, project(torch.lerp(u_prev, z, MOMENTUM), norm, radius)
+        u_prev, u = u, combine(u_prev, z, MOMENTUM, norm, radius)
         if k < spec.n_iters:
             loss, error, g = probe.value_and_grad(u, batch, with_error)
         else:

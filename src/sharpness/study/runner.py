@@ -39,10 +39,10 @@ import torch
 from torch import nn
 
 from sharpness.errors import SharpnessError
+from sharpness.runtime import torch_threads
 from sharpness.spec import Spec
 from sharpness.study.config import EvalOptions, StudyConfig, ZooSource, load_config
 from sharpness.study.store import Store, export_tables
-from sharpness.threads import torch_threads
 
 Backend = Literal["local", "ray"]
 Data = tuple[Any, torch.Tensor]

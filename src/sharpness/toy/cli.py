@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sharpness.errors import SharpnessError
-from sharpness.threads import torch_threads
+from sharpness.runtime import torch_threads
 
 _LOGISTIC_HELP = """\
 Why: every alpha * w (alpha > 0) is the same linear classifier, yet its sharpness is not constant

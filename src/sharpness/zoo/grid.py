@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from sharpness.errors import SharpnessError
-from sharpness.threads import torch_threads
+from sharpness.runtime import torch_threads
 from sharpness.zoo.checkpoint import CARD, DTYPES, model_id, save, write_json_atomic
 from sharpness.zoo.train import TrainConfig
 
