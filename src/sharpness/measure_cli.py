@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sharpness.errors import SharpnessError
+from sharpness.runtime import torch_threads
 from sharpness.spec import Spec
 
 SPEC_HELP = (
@@ -32,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train", choices=["train", "test"], help="data split to measure on")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     p.add_argument("--float64", action="store_true", help="measure in float64 (default: the model's dtype)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch intra-op threads on the CPU (default: torch's); small models run fastest on 1, "
+                   "and extra threads on a busy machine can slow them down many times")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as a JSON list")
     p.set_defaults(func=run_measure)
 
@@ -69,7 +73,8 @@ def run_measure(args: argparse.Namespace) -> int:
     records: list[dict[str, Any]] = []
     print(f"{'spec':<52} {'value':>12} {'stderr':>10} {'err incr':>9} {'radius':>10} {'s':>7}")
     for spec in specs:
-        res = measure(model, (x, y), spec)
+        with torch_threads(args.threads):
+            res = measure(model, (x, y), spec)
         records.append({"model": card.get("id", str(args.model)), **res.to_dict()})
         print(f"{spec!s:<52} {res.value:>12.6g} {_fmt(res.stderr):>10} {_fmt(res.error_increase):>9} "
               f"{_fmt(res.radius):>10} {res.seconds:>7.2f}")
