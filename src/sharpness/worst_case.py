@@ -62,7 +62,11 @@ class Best:
     error: torch.Tensor | None
 
     def merge(self, other: Best) -> Best:
-        better = other.loss > self.loss
+        """The better of the two, row by row (ties keep ``self``)."""
+        return self.take(other.loss > self.loss, other)
+
+    def take(self, better: torch.Tensor, other: Best) -> Best:
+        """``other`` where ``better`` holds, else ``self``."""
         return Best(
             loss=torch.where(better, other.loss, self.loss),
             u=torch.where(better, other.u, self.u),
@@ -118,7 +122,7 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
         else:
             loss, error = probe.value(u, batch, with_error)
         improved = loss > best.loss
-        best = best.merge(Best(loss, u, error))
+        best = best.take(improved, Best(loss, u, error))
         n_improved += improved
         i = k - 1
         if k < spec.n_iters:
