@@ -3,7 +3,8 @@ r"""Batches, model calls, logit normalisation, loss and 0-1 error.
 A batch is ``(inputs, targets)`` — ``inputs`` a tensor, a tuple of positional
 tensors or a mapping of keyword tensors — or a Hugging Face style mapping whose
 ``labels`` entry is the target and whose other entries are keyword inputs.
-An output with a ``.logits`` attribute (or ``"logits"`` key) is unwrapped.
+An output with a ``.logits`` attribute (or ``"logits"`` key) is unwrapped, and so is a tuple
+whose first entry is a tensor (Hugging Face's ``return_dict=False``).
 
 Logit normalisation maps :math:`f \mapsto (f - \bar f) / \max(\|f - \bar f\|_2, 10^{-10})`
 over the class dimension:
@@ -89,6 +90,8 @@ def logits_of(output: object) -> torch.Tensor:
     """The logits tensor inside a model output."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]  # Hugging Face models with return_dict=False put the logits first
     logits = getattr(output, "logits", None)
     if logits is None and isinstance(output, Mapping):
         logits = output.get("logits")

@@ -54,6 +54,23 @@ def test_hugging_face_batches_equal_tuple_batches() -> None:
     assert as_pair.value == pytest.approx(as_tuple.value, rel=1e-12)
 
 
+class TupleOutput(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(x)
+        return logits, logits.sum()
+
+
+def test_tuple_outputs_are_unwrapped_like_logits() -> None:
+    x, y = classification_data(n=32)
+    spec = Spec(case="worst", norm="linf", rho=0.05, n_iters=5)
+    net = mlp()
+    assert measure(TupleOutput(net), [(x, y)], spec).value == measure(net, [(x, y)], spec).value
+
+
 def test_single_batch_stderr_rules() -> None:
     data = classification_data(n=32)
     worst = measure(mlp(), [data], Spec(case="worst", norm="l2", rho=0.1, n_iters=3))
