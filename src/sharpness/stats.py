@@ -86,6 +86,38 @@ def correlation_table(table: pd.DataFrame, measures: Sequence[str], targets: Seq
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(targets))
 
 
+def tau_within(table: pd.DataFrame, measure: str, target: str, by: str) -> pd.DataFrame:
+    """τ-b of ``measure`` with ``target`` within each group of models sharing a value of ``by``.
+
+    Pooled over groups, τ can be dominated by what separates them (say, one architecture has
+    both higher error and lower sharpness) and say nothing about the order inside any group;
+    this is the check. One row per value of ``by`` (in order of appearance), with ``tau`` and
+    ``n`` (models with both values finite; τ is NaN below two).
+
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"arch": ["a", "a", "a", "b", "b", "b"],
+    ...                   "m": [1, 2, 3, 10, 11, 12], "err": [0.7, 0.8, 0.9, 0.1, 0.2, 0.3]})
+    >>> round(kendall_tau(t["m"], t["err"]), 12)  # pooled: b is sharper and better; (6 - 9) / 15
+    -0.2
+    >>> tau_within(t, "m", "err", "arch")  # within each architecture: sharper is worse
+          tau  n
+    arch
+    a     1.0  3
+    b     1.0  3
+    """
+    _check_columns(table, [measure, target, by])
+    table = _hashable(table, [by])
+    rows = {
+        value: (kendall_tau(g[measure], g[target]), int((g[measure].notna() & g[target].notna()).sum()))
+        for value, g in table.groupby(by, dropna=False, sort=False)
+    }
+    import pandas as pd
+
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=["tau", "n"])
+    out.index.name = by
+    return out
+
+
 # ------------------------------------------------------------ granulated
 @dataclass(frozen=True)
 class GranulatedTau:

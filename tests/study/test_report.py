@@ -16,7 +16,7 @@ from PIL import Image
 
 from sharpness import Spec, stats
 from sharpness.errors import SharpnessError
-from sharpness.study.report import family, format_tau_table, write_report
+from sharpness.study.report import analyse, family, format_tau_table, write_report
 
 EVIL = "<script>alert(1)</script>"
 EVIL_ERROR = 'RuntimeError: <img src=x onerror="alert(2)">'
@@ -98,6 +98,21 @@ def test_terminal_table_matches_an_independent_tau():
         for value, target in zip(shown, ["metric.test_err", "hp.lr"], strict=True):
             expected = pair_count_tau(table.loc[done, spec].tolist(), table.loc[done, target].tolist())
             assert value == pytest.approx(expected, abs=0.005)
+
+
+def test_report_shows_tau_within_each_categorical_axis(report):
+    a = analyse(study_table(), n_boot=10)
+    assert list(a.within) == ["hp.optimizer"]  # lr and batch size are amounts: Psi covers them
+    table = stats.per_model(study_table())
+    for spec in SPECS:
+        within = a.within["hp.optimizer"][spec]
+        for opt in ("sgd", EVIL):
+            group = table[(table["hp.optimizer"] == opt) & table[spec].notna()]
+            expected = pair_count_tau(group[spec].tolist(), group["metric.test_err"].tolist())
+            assert within.loc[opt, "tau"] == pytest.approx(expected)
+            assert within.loc[opt, "n"] == len(group)
+    page = report.read_text(encoding="utf-8")
+    assert "within each optimizer" in page and f"{html_escaped(EVIL)} (n=16)" in page
 
 
 def pair_count_tau(a: list[float], b: list[float]) -> float:

@@ -118,6 +118,20 @@ def test_granulated_kendall_replicates_and_undefined_groups():
     assert g.psi == pytest.approx((g.per_axis["lr"] + g.per_axis["bs"]) / 2)
 
 
+def test_tau_within_each_group_against_pair_counts():
+    # a: m ranks err with one discordant pair; b: m has a NaN (dropped); c: err constant (undefined)
+    t = pd.DataFrame({
+        "arch": ["a"] * 4 + ["b"] * 3 + ["c"] * 2,
+        "m": [1.0, 2.0, 3.0, 4.0, 5.0, math.nan, 7.0, 8.0, 9.0],
+        "err": [0.1, 0.3, 0.2, 0.4, 0.9, 0.8, 0.7, 0.5, 0.5],
+    })
+    out = stats.tau_within(t, "m", "err", "arch")
+    assert list(out.index) == ["a", "b", "c"] and out["n"].tolist() == [4, 2, 2]
+    assert out.loc["a", "tau"] == pytest.approx(tau_b_by_pairs([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.4]))  # 4/6
+    assert out.loc["b", "tau"] == pytest.approx(-1.0)
+    assert math.isnan(out.loc["c", "tau"])
+
+
 # ------------------------------------------------------------- sign-error
 def test_sign_error_by_hand():
     # Environments: lr changes within bs=a (3 pairs, all agree) and bs=b (lr 2->3: the measure falls

@@ -101,6 +101,7 @@ class Analysis:
     psi: dict[str, stats.GranulatedTau]
     cmi: dict[str, stats.ConditionalMI]
     sign: dict[str, stats.SignError]
+    within: dict[str, dict[str, pd.DataFrame]]  # categorical axis -> spec -> stats.tau_within
     failed: pd.DataFrame
 
 
@@ -141,10 +142,22 @@ def analyse(
             psi[spec] = stats.granulated_kendall(table, spec, primary, axes)
             cmi[spec] = stats.conditional_mutual_information(table, spec, primary, axes)
             sign[spec] = stats.sign_error(table, spec, primary, axes)
+    within = {x: {s: stats.tau_within(table, s, primary, x) for s in specs} for x in _categorical(table, axes)}
     failed = df.loc[df["status"] != "done", [c for c in ("model", "spec", "status", "error") if c in df.columns]]
     tau = stats.correlation_table(table, specs, chosen)
     names, common = short_names(specs)
-    return Analysis(table, specs, names, common, chosen, axes, primary, color_by, tau, ci, psi, cmi, sign, failed)
+    return Analysis(table, specs, names, common, chosen, axes, primary, color_by, tau, ci, psi, cmi, sign, within,
+                    failed)
+
+
+def _categorical(table: pd.DataFrame, axes: Sequence[str], max_groups: int = 8) -> list[str]:
+    """Axes whose values name kinds rather than amounts (architecture, optimizer), with a readable count of them."""
+    import pandas as pd
+
+    def is_amount(column: pd.Series) -> bool:
+        return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+    return [x for x in axes if not is_amount(table[x]) and table[x].astype(str).nunique() <= max_groups]
 
 
 def _tau_of(measure: str, target: str) -> Callable[[pd.DataFrame], float]:
@@ -343,6 +356,7 @@ def _page(a: Analysis, pictures: list[tuple[str, str, bytes]], df: pd.DataFrame)
             ["definition", *map(label, a.targets)],
             [[_e(a.names[s]), *(_tau_cell(_tau(a, s, t)) for t in a.targets)] for s in a.specs],
         ),
+        *(_within_table(a, axis) for axis in a.within),
         _psi_table(a),
         _failed(a.failed),
         _models(a.table),
@@ -394,6 +408,20 @@ def _psi_table(a: Analysis) -> str:
         for s, g in a.psi.items()
     ]
     return f"<h2>Granulated Kendall Ψ with {_e(label(a.primary))}</h2>" + _table(head, rows)
+
+
+def _within_table(a: Analysis, axis: str) -> str:
+    import pandas as pd
+
+    sizes = pd.concat([a.within[axis][s]["n"] for s in a.specs], axis=1).max(axis=1)
+    head = ["definition", "all models", *(f"{value} (n={n})" for value, n in sizes.items())]
+    rows = [
+        [_e(a.names[s]), _tau_cell(a.ci[s].estimate), *(_tau_cell(float(t)) for t in a.within[axis][s]["tau"])]
+        for s in a.specs
+    ]
+    return (f"<h2>Kendall τ-b with {_e(label(a.primary))} within each {_e(label(axis))}</h2>"
+            f"<p>Pooled over {_e(label(axis))}, τ can reflect only what separates the groups; these are the "
+            f"rank correlations inside each group.</p>" + _table(head, rows))
 
 
 def _failed(failed: pd.DataFrame) -> str:
