@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe, combine, inner_radius, norm_of, project, row_norms
+from sharpness.space import Probe, combine, inner_radius, norm_of, project
 from sharpness.spec import Init, Norm, Spec
 
 MOMENTUM = 0.75
@@ -68,10 +68,32 @@ class Best:
     def take(self, better: torch.Tensor, other: Best) -> Best:
         """``other`` where ``better`` holds, else ``self``."""
         return Best(
-            loss=torch.where(better, other.loss, self.loss),
-            u=torch.where(better, other.u, self.u),
-            error=None if self.error is None or other.error is None else torch.where(better, other.error, self.error),
+            loss=pick(better, other.loss, self.loss),
+            u=pick(better, other.u, self.u),
+            error=None if self.error is None or other.error is None else pick(better, other.error, self.error),
         )
+
+
+def pick(better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` where ``better`` holds, else ``old``, row by row.
+
+    Off CUDA nothing runs asynchronously, so a condition that holds for every row or for none is
+    decided on the host and the chosen tensor is returned as is (the search never writes into a
+    point or a gradient once made); on CUDA that would cost a synchronisation, so the choice stays an
+    elementwise select on the device.
+
+    >>> pick(torch.tensor(True), torch.ones(2), torch.zeros(2))
+    tensor([1., 1.])
+    >>> pick(torch.tensor([[True], [False]]), torch.ones(2, 2), torch.zeros(2, 2))
+    tensor([[1., 1.],
+            [0., 0.]])
+    """
+    if new.device.type != "cuda":
+        if bool(better.all()):
+            return new
+        if not bool(better.any()):
+            return old
+    return torch.where(better, new, old)
 
 
 def random_start(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -84,11 +106,19 @@ def random_start(numel: int, norm: Norm, rho: float, like: torch.Tensor, generat
     return u.mul_((radius / norm_of(u, "l2")).to(u.dtype))
 
 
-def ascent_direction(g: torch.Tensor, norm: Norm) -> torch.Tensor:
+def ascent_step(u: torch.Tensor, g: torch.Tensor, step: torch.Tensor, norm: Norm) -> torch.Tensor:
+    r""":math:`u + \eta\, d` with :math:`d = \mathrm{sign}(g)` (L-infinity) or :math:`g / \|g\|_2` (L2), row by row.
+
+    The L2 direction's length need not be exact (the projection that follows enforces the
+    radius), so its norm is taken in the working precision, one fused multiply-add after it.
+
+    >>> ascent_step(torch.zeros(2), torch.tensor([3.0, -4.0]), torch.tensor(10.0), "l2")
+    tensor([ 6., -8.])
+    """
     if norm == "linf":
-        return g.sign()
-    scale = row_norms(g).clamp_min(torch.finfo(torch.float64).tiny).reciprocal()
-    return g * scale.to(g.dtype)
+        return torch.addcmul(u, g.sign(), step)
+    length = torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+    return torch.addcmul(u, g, step / length)
 
 
 def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Generator,
@@ -115,7 +145,7 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
     prev_step, prev_best, prev_checkpoint = step, loss, 0
     checkpoints = set(schedule_checkpoints(spec.n_iters))
     for k in range(1, spec.n_iters + 1):
-        z = project(torch.addcmul(u, ascent_direction(g, norm), step), norm, radius)
+        z = project(ascent_step(u, g, step, norm), norm, radius)
         u_prev, u = u, combine(u_prev, z, MOMENTUM, norm, radius)
         if k < spec.n_iters:
             loss, error, g = probe.value_and_grad(u, batch, with_error)
@@ -126,7 +156,7 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
         n_improved += improved
         i = k - 1
         if k < spec.n_iters:
-            g_best = torch.where(improved, g, g_best)
+            g_best = pick(improved, g, g_best)
             if i in checkpoints:
                 reduce = (n_improved < MIN_UPDATE_RATIO * (i - prev_checkpoint)) | (
                     (prev_step == step) & (prev_best == best.loss)
@@ -134,9 +164,9 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
                 prev_step, prev_best, prev_checkpoint = step, best.loss, i
                 n_improved = torch.zeros_like(n_improved)
                 step = torch.where(reduce, step / 2, step)
-                u = torch.where(reduce, best.u, u)
-                u_prev = torch.where(reduce, best.u, u_prev)
-                g = torch.where(reduce, g_best, g)
+                u = pick(reduce, best.u, u)
+                u_prev = pick(reduce, best.u, u_prev)
+                g = pick(reduce, g_best, g)
     return best
 
 

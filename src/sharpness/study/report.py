@@ -413,6 +413,8 @@ def _psi_table(a: Analysis) -> str:
 def _within_table(a: Analysis, axis: str) -> str:
     import pandas as pd
 
+    if not a.specs:
+        return ""
     sizes = pd.concat([a.within[axis][s]["n"] for s in a.specs], axis=1).max(axis=1)
     head = ["definition", "all models", *(f"{value} (n={n})" for value, n in sizes.items())]
     rows = [
