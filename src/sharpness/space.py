@@ -113,7 +113,10 @@ class WeightSpace:
 
     def grad_u(self, loss: torch.Tensor) -> torch.Tensor:
         """:math:`c \\odot \\nabla_w L` as a flat vector."""
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        return self.gather(torch.autograd.grad(loss, self.params, allow_unused=True))
+
+    def gather(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """Per-parameter gradients (``None``: unused) as :math:`c \\odot \\nabla_w L`, one flat vector."""
         flat = torch.cat([
             (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self.params)
         ])
