@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import itertools
 import math
 import re
@@ -89,14 +90,21 @@ def test_terminal_table_matches_an_independent_tau():
     df = study_table()
     text = format_tau_table(df, targets=["test_err", "lr"])
     lines = text.splitlines()
-    assert len(lines) == 2 + len(SPECS)
+    n = len(SPECS)
+    assert len(lines) == 2 + n + 3 + n  # then: a blank line, a title, a header, tau within each optimizer
     assert lines[1].split()[-2:] == ["error", "lr"]
+    assert lines[3 + n] == "within each optimizer: tau-b with test error"
+    assert lines[4 + n].split()[-4:] == ["sgd", "(n=16)", html.unescape(html_escaped(EVIL)), "(n=16)"]
     table = stats.per_model(df)
-    for spec, line in zip(SPECS, lines[2:], strict=True):
+    for spec, line, within in zip(SPECS, lines[2 : 2 + n], lines[5 + n :], strict=True):
         shown = [float(v) for v in line.split()[-2:]]
         done = table[spec].notna()
         for value, target in zip(shown, ["metric.test_err", "hp.lr"], strict=True):
             expected = pair_count_tau(table.loc[done, spec].tolist(), table.loc[done, target].tolist())
+            assert value == pytest.approx(expected, abs=0.005)
+        for value, opt in zip([float(v) for v in within.split()[-2:]], ["sgd", EVIL], strict=True):
+            group = table[done & (table["hp.optimizer"] == opt)]
+            expected = pair_count_tau(group[spec].tolist(), group["metric.test_err"].tolist())
             assert value == pytest.approx(expected, abs=0.005)
 
 

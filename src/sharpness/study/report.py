@@ -186,6 +186,18 @@ def format_tau_table(df: pd.DataFrame, targets: Sequence[str] | None = None) -> 
     for spec in specs:
         cells = (_num(tau.loc[spec, t], 2, signed=True).rjust(w) for t, w in zip(chosen, widths, strict=True))
         lines.append("  ".join([spec.ljust(first), *cells]))
+    if not (specs and chosen):
+        return "\n".join(lines)
+    primary = _PRIMARY if _PRIMARY in chosen else chosen[0]
+    for axis in _categorical(table, stats.default_axes(table)):
+        within = {s: stats.tau_within(table, s, primary, axis) for s in specs}
+        groups = _group_heads(within)
+        widths = [max(6, len(g)) for g in groups]
+        lines += ["", f"within each {label(axis)}: tau-b with {label(primary)}",
+                  "  ".join(["definition".ljust(first), *(g.rjust(w) for g, w in zip(groups, widths, strict=True))])]
+        for spec in specs:
+            cells = (_num(float(t), 2, signed=True).rjust(w) for t, w in zip(within[spec]["tau"], widths, strict=True))
+            lines.append("  ".join([spec.ljust(first), *cells]))
     return "\n".join(lines)
 
 
@@ -410,13 +422,18 @@ def _psi_table(a: Analysis) -> str:
     return f"<h2>Granulated Kendall Ψ with {_e(label(a.primary))}</h2>" + _table(head, rows)
 
 
-def _within_table(a: Analysis, axis: str) -> str:
+def _group_heads(within: dict[str, pd.DataFrame]) -> list[str]:
+    """``value (n=models)`` for each group of :func:`stats.tau_within` tables (n: the most over definitions)."""
     import pandas as pd
 
+    sizes = pd.concat([t["n"] for t in within.values()], axis=1).max(axis=1)
+    return [f"{value} (n={n})" for value, n in sizes.items()]
+
+
+def _within_table(a: Analysis, axis: str) -> str:
     if not a.specs:
         return ""
-    sizes = pd.concat([a.within[axis][s]["n"] for s in a.specs], axis=1).max(axis=1)
-    head = ["definition", "all models", *(f"{value} (n={n})" for value, n in sizes.items())]
+    head = ["definition", "all models", *_group_heads(a.within[axis])]
     rows = [
         [_e(a.names[s]), _tau_cell(a.ci[s].estimate), *(_tau_cell(float(t)) for t in a.within[axis][s]["tau"])]
         for s in a.specs
