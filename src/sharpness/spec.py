@@ -43,6 +43,7 @@ Scaling = Literal["standard", "elementwise", "filterwise"]
 Init = Literal["zero", "random"]
 Hvp = Literal["auto", "double_backward", "finite_difference"]
 Target = Literal["error", "loss"]
+Estimator = Literal["hutchinson", "hutchpp"]
 
 _QUOTE_NEEDED = re.compile(r'[,:=" \t]|^$')
 
@@ -56,8 +57,9 @@ class Spec:
     * ``worst``: max over ``||u||_p <= rho`` of the loss increase (Auto-PGD, ``n_iters`` steps).
     * ``average``: mean loss increase under ``u ~ rho N(0, I)`` (l2) or ``U[-rho, rho]`` (linf), ``n_iters`` draws.
     * ``trace``: the raw ``tr(D H D)`` (H the Hessian of the m-batch loss), Hutchinson with ``n_iters``
-      Rademacher probes; ``stderr`` is its Monte-Carlo error. Near a minimum ``average-l2`` is
-      ``rho^2/2`` times it. Write ``l2`` and ``rho=1`` (``trace-l2-elementwise:rho=1.0,n_iters=64``).
+      Rademacher probes, or Hutch++ with as many products (``estimator``); ``stderr`` is its Monte-Carlo
+      error. Near a minimum ``average-l2`` is ``rho^2/2`` times it. Write ``l2`` and ``rho=1``
+      (``trace-l2-elementwise:rho=1.0,n_iters=64``).
     * ``eigen``: the raw ``lambda_max(D H D)``, Lanczos with at most ``n_iters`` steps; ``Result.details``
       reports the residual bound and convergence. Near a minimum ``worst-l2`` is ``rho^2/2`` times it.
       Write ``l2`` and ``rho=1``.
@@ -102,6 +104,9 @@ class Spec:
         target: pacbayes: the increase bounded by ``rho``: ``"error"`` (0-1) or ``"loss"``.
         fold_bn: measure a copy of the model whose BatchNorm running statistics are folded
             into the preceding Conv/Linear layer (any case).
+        estimator: trace: ``"hutchinson"`` (``n_iters`` Rademacher probes) or ``"hutchpp"``
+            (Hutch++, Meyer et al. 2021: the same ``n_iters`` Hessian-vector products, a third of
+            them to find the top of the spectrum, whose trace is then exact; needs ``n_iters >= 3``).
     """
 
     case: Case
@@ -122,6 +127,7 @@ class Spec:
     subspace: int = 0
     target: Target = "error"
     fold_bn: bool = False
+    estimator: Estimator = "hutchinson"
 
     def __post_init__(self) -> None:
         _check_choice("case", self.case, Case)
@@ -130,6 +136,7 @@ class Spec:
         _check_choice("init", self.init, Init)
         _check_choice("hvp", self.hvp, Hvp)
         _check_choice("target", self.target, Target)
+        _check_choice("estimator", self.estimator, Estimator)
         object.__setattr__(self, "rho", _positive_float("rho", self.rho))
         object.__setattr__(self, "eta", _nonnegative_float("eta", self.eta))
         for name in ("m", "n_examples", "n_iters", "n_restarts"):
@@ -236,7 +243,7 @@ def _check_choice(name: str, value: object, choices: object) -> None:
 
 
 # Fields read by some cases only; elsewhere they must keep their default, so that one measure has one id.
-_CASE_ONLY = {"hvp": ("trace", "eigen"), "subspace": ("keskar",), "target": ("pacbayes",)}
+_CASE_ONLY = {"hvp": ("trace", "eigen"), "subspace": ("keskar",), "target": ("pacbayes",), "estimator": ("trace",)}
 
 
 def _check_case_fields(spec: Spec) -> None:
@@ -253,6 +260,8 @@ def _check_case_fields(spec: Spec) -> None:
         )
     if spec.case == "pacbayes" and spec.target == "error" and spec.rho >= 1:
         raise SharpnessError(f"pacbayes: rho is the tolerated rise of the 0-1 error and must be < 1, got {spec.rho!r}")
+    if spec.estimator == "hutchpp" and spec.n_iters < 3:
+        raise SharpnessError(f"hutchpp splits n_iters products in three parts: needs n_iters >= 3, got {spec.n_iters}")
     if spec.subspace and spec.scaling == "filterwise":
         raise SharpnessError("keskar: a random subspace has no filters; use scaling standard or elementwise")
 

@@ -295,6 +295,7 @@ NEW_SPECS = [
     "pacbayes-linf-standard:rho=0.1,n_iters=3,target=loss",
     "worst-linf-elementwise:rho=0.002,n_iters=4,fold_bn=true",
     "trace-l2-standard:rho=1.0,n_iters=3,fold_bn=true",
+    "trace-l2-elementwise:rho=1.0,n_iters=6,estimator=hutchpp",
 ]
 
 
@@ -321,6 +322,9 @@ def test_existing_canonical_forms_are_unchanged() -> None:
     ("keskar-linf-filterwise:rho=0.1,subspace=3", "no filters"),
     ("trace-l2:rho=1,hvp=exact", "unknown hvp"),
     ("pacbayes-l2:rho=0.1,antithetic=true,n_iters=5", "even n_iters"),
+    ("eigen-l2:rho=1,estimator=hutchpp", "applies only to case trace"),
+    ("trace-l2:rho=1,estimator=hutchpp,n_iters=2", "n_iters >= 3"),
+    ("trace-l2:rho=1,estimator=hutch", "unknown estimator"),
 ])
 def test_bad_new_specs_are_refused(text: str, message: str) -> None:
     with pytest.raises(SharpnessError, match=message):

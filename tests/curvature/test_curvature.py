@@ -100,6 +100,51 @@ def test_hutchinson_error_is_honest_over_seeds() -> None:
     assert 0.5 < math.sqrt(sum(v * v for v in z) / len(z)) < 1.6
 
 
+def low_rank_quadratic(n: int, rank: int) -> tuple[nn.Module, torch.Tensor]:
+    """Loss 0.5 w^T A w (summed over a batch of one) with A = B B^T of the given rank."""
+    g = torch.Generator().manual_seed(rank)
+    b = torch.randn(n, rank, generator=g, dtype=torch.float64)
+    model = nn.Linear(n, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(1, n, generator=g, dtype=torch.float64))
+    return model, b @ b.T
+
+
+@pytest.mark.parametrize(("n", "rank", "n_iters"), [(12, 1, 3), (12, 3, 9), (30, 5, 16)])
+def test_hutchpp_is_exact_when_the_sketch_holds_the_whole_spectrum(n: int, rank: int, n_iters: int) -> None:
+    model, a = low_rank_quadratic(n, rank)
+    x = torch.ones(1, n, dtype=torch.float64)
+
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # 0.5 w^T A w, Hessian A
+        w = model.weight[0]
+        return 0.5 * w @ a @ w + 0 * out.sum()
+
+    spec = Spec.parse(f"trace-l2-standard:rho=1,n_iters={n_iters},m=1,n_examples=1")
+    pp = measure(model, [(x, torch.zeros(1))], spec.replace(estimator="hutchpp"), loss_fn=loss)
+    plain = measure(model, [(x, torch.zeros(1))], spec, loss_fn=loss)
+    assert pp.value == pytest.approx(float(torch.trace(a)), rel=1e-10)
+    one_residual_probe = n_iters - 2 * (n_iters // 3) == 1  # no variance from one sample
+    assert (pp.stderr is None) == one_residual_probe
+    assert one_residual_probe or pp.stderr < 1e-10 * float(torch.trace(a))
+    assert abs(plain.value - float(torch.trace(a))) > 1e-3 * float(torch.trace(a))  # Hutchinson is not exact
+    assert pp.details["estimator"] == "hutchpp" and pp.n_backward == n_iters + 1  # + the graph of the gradient
+
+
+def test_hutchpp_beats_hutchinson_at_equal_cost_and_reports_an_honest_error() -> None:
+    model, batches = tanh_mlp(), two_batches()[:1]
+    true_trace = float(torch.trace(exact_dhd(model, batches[0], F.cross_entropy, "elementwise")))
+    errors: dict[str, list[float]] = {}
+    for estimator in ("hutchinson", "hutchpp"):
+        runs = [measure(model, batches, Spec.parse(f"trace-l2:rho=1,n_iters=24,seed={s},estimator={estimator}"))
+                for s in range(20)]
+        errors[estimator] = [r.value - true_trace for r in runs]
+        z = [(r.value - true_trace) / (r.stderr or math.inf) for r in runs]
+        assert sum(abs(v) <= 2 for v in z) >= 16
+    rms = {k: math.sqrt(sum(e * e for e in v) / len(v)) for k, v in errors.items()}
+    assert abs(sum(errors["hutchpp"]) / 20) < 2 * rms["hutchpp"] / math.sqrt(20)  # no visible bias
+    assert rms["hutchpp"] < 0.75 * rms["hutchinson"]
+
+
 class DeepLinear(nn.Module):
     """x -> W2 W1 x, a non-quadratic loss in (W1, W2) with exact least-squares critical points."""
 
