@@ -77,10 +77,10 @@ class Best:
 def pick(better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """``new`` where ``better`` holds, else ``old``, row by row.
 
-    Off CUDA nothing runs asynchronously, so a condition that holds for every row or for none is
+    On the CPU nothing runs asynchronously, so a condition that holds for every row or for none is
     decided on the host and the chosen tensor is returned as is (the search never writes into a
-    point or a gradient once made); on CUDA that would cost a synchronisation, so the choice stays an
-    elementwise select on the device.
+    point or a gradient once made); on an accelerator that would cost a synchronisation, so the
+    choice stays an elementwise select on the device.
 
     >>> pick(torch.tensor(True), torch.ones(2), torch.zeros(2))
     tensor([1., 1.])
@@ -88,7 +88,7 @@ def pick(better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Te
     tensor([[1., 1.],
             [0., 0.]])
     """
-    if new.device.type != "cuda":
+    if new.device.type == "cpu":
         if bool(better.all()):
             return new
         if not bool(better.any()):
