@@ -142,12 +142,18 @@ def analyse(
             psi[spec] = stats.granulated_kendall(table, spec, primary, axes)
             cmi[spec] = stats.conditional_mutual_information(table, spec, primary, axes)
             sign[spec] = stats.sign_error(table, spec, primary, axes)
-    within = {x: {s: stats.tau_within(table, s, primary, x) for s in specs} for x in _categorical(table, axes)}
+    within = _within_groups(table, specs, primary, axes)
     failed = df.loc[df["status"] != "done", [c for c in ("model", "spec", "status", "error") if c in df.columns]]
     tau = stats.correlation_table(table, specs, chosen)
     names, common = short_names(specs)
     return Analysis(table, specs, names, common, chosen, axes, primary, color_by, tau, ci, psi, cmi, sign, within,
                     failed)
+
+
+def _within_groups(table: pd.DataFrame, specs: Sequence[str], primary: str,
+                   axes: Sequence[str]) -> dict[str, dict[str, pd.DataFrame]]:
+    """For each categorical axis, each definition's :func:`stats.tau_within` with ``primary``."""
+    return {x: {s: stats.tau_within(table, s, primary, x) for s in specs} for x in _categorical(table, axes)}
 
 
 def _categorical(table: pd.DataFrame, axes: Sequence[str], max_groups: int = 8) -> list[str]:
@@ -189,8 +195,7 @@ def format_tau_table(df: pd.DataFrame, targets: Sequence[str] | None = None) -> 
     if not (specs and chosen):
         return "\n".join(lines)
     primary = _PRIMARY if _PRIMARY in chosen else chosen[0]
-    for axis in _categorical(table, stats.default_axes(table)):
-        within = {s: stats.tau_within(table, s, primary, axis) for s in specs}
+    for axis, within in _within_groups(table, specs, primary, stats.default_axes(table)).items():
         groups = _group_heads(within)
         widths = [max(6, len(g)) for g in groups]
         lines += ["", f"within each {label(axis)}: tau-b with {label(primary)}",
