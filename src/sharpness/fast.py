@@ -480,6 +480,11 @@ def _plan_for(probe: Probe, opts: FastOptions, n_batches: int, n_draws: int) -> 
 def fast_worst(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec, generator: torch.Generator, *,
                opts: FastOptions) -> Summary:
     """Auto-PGD on stacks of m-batches in the search precision, then each best point re-evaluated exactly."""
+    if spec.geometry != "flat":  # the functional passes write flat points: no Christoffel correction
+        summary = CASES["worst"](probe, batches, clean, spec, generator)
+        summary.details["fast"] = {"path": "exact: the geodesic search has no fast path", "precision": "exact",
+                                   "compile": "off", "fallbacks": []}
+        return summary
     p = _plan_for(probe, opts, len(batches), spec.n_iters)
     with_error = all(e is not None for _, e in clean)
     found: list[Best] = []

@@ -118,12 +118,20 @@ def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = No
         model = fold_batchnorm(model, batches[0])
         named = select_parameters(model, spec.params)
     with _borrowed(model, [p for _, p in named], device):
-        space = WeightSpace([p for _, p in named], [n for n, _ in named], spec.scaling, spec.eta,
-                            filter_dims(model))
+        space = _space(model, named, spec)
         try:
             return _run(model, space, batches, spec, loss_fn, start, mode)
         finally:
             space.reset()
+
+
+def _space(model: nn.Module, named: list[tuple[str, nn.Parameter]], spec: Spec) -> WeightSpace:
+    """The coordinates of ``spec``: flat normalised weights, or the geodesic chart of the symmetry blocks."""
+    if spec.geometry == "flat":
+        return WeightSpace([p for _, p in named], [n for n, _ in named], spec.scaling, spec.eta, filter_dims(model))
+    from sharpness.geodesic import GeodesicSpace
+
+    return GeodesicSpace(model, named, spec, filter_dims(model))
 
 
 def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec, loss_fn: LossFn | None,
@@ -155,7 +163,7 @@ def _run(model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec,
         n_perturbed=int(space.active.sum()),
         device=str(space.w0.device),
         dtype=str(space.w0.dtype).removeprefix("torch."),
-        details=summary.details,
+        details={**space.details(), **summary.details},
         mode=mode,
     )
 
@@ -196,18 +204,23 @@ def _clean_pass(probe: Probe, batch: Batch, index: int, spec: Spec, default_loss
 def _worst(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
            generator: torch.Generator) -> Summary:
     found = [worst_case(probe, b, spec, generator, e is not None) for b, (_, e) in zip(batches, clean)]
-    return worst_summary(found, clean, spec)
+    return worst_summary(found, clean, spec, probe.space.ball(spec).norm)
 
 
-def worst_summary(found: list[Best], clean: Clean, spec: Spec) -> Summary:
-    """Per-batch loss and error increases of the best points found, one per m-batch."""
+def worst_summary(found: list[Best], clean: Clean, spec: Spec,
+                  norm: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Summary:
+    """Per-batch loss and error increases of the best points found, one per m-batch.
+
+    ``norm`` measures the reported radius (default: the flat ``spec.norm``).
+    """
+    norm = norm or (lambda u: norm_of(u, spec.norm))
     per_batch, errors, radius = [], [], 0.0
     for best, (clean_loss, clean_error) in zip(found, clean):
         # The unperturbed point is feasible: a search that never beat it reports it.
         if float(best.loss) > clean_loss:
             per_batch.append(float(best.loss) - clean_loss)
             errors.append(None if best.error is None else float(best.error) - (clean_error or 0.0))
-            radius = max(radius, float(norm_of(best.u, spec.norm)))
+            radius = max(radius, float(norm(best.u)))
         else:
             per_batch.append(0.0)
             errors.append(None if clean_error is None else 0.0)

@@ -23,13 +23,14 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from sharpness.objective import Batch, Objective
 from sharpness.scaling import scale_of
-from sharpness.spec import Norm, Scaling
+from sharpness.spec import Norm, Scaling, Spec
 
 
 def inner_radius(rho: float, dtype: torch.dtype, norm: Norm) -> float:
@@ -76,8 +77,62 @@ def project(u: torch.Tensor, norm: Norm, radius: float) -> torch.Tensor:
     return u.mul_(factor.to(u.dtype))
 
 
+class FlatBall:
+    """The L2 ball or L-infinity box of radius ``rho`` in normalised coordinates, for points in rows or alone.
+
+    What the search needs of a feasible set: a random start, the projection, the ascent step followed
+    by the projection, the convex combination that stays feasible, and the norm of a reported point.
+    """
+
+    def __init__(self, norm: Norm, rho: float, dtype: torch.dtype) -> None:
+        self.norm_kind: Norm = norm
+        self.radius = inner_radius(rho, dtype, norm)
+
+    def start(self, numel: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A point drawn uniformly from the ball or box."""
+        if self.norm_kind == "linf":
+            u = torch.rand(numel, generator=generator, device=like.device, dtype=like.dtype)
+            return u.mul_(2 * self.radius).sub_(self.radius)
+        u = torch.randn(numel, generator=generator, device=like.device, dtype=like.dtype)
+        radius = self.radius * torch.rand((), generator=generator, device=like.device,
+                                          dtype=torch.float64) ** (1.0 / numel)
+        return u.mul_((radius / norm_of(u, "l2")).to(u.dtype))
+
+    def project(self, u: torch.Tensor) -> torch.Tensor:
+        return project(u, self.norm_kind, self.radius)
+
+    def advance(self, u: torch.Tensor, g: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        r""":math:`P(u + \eta\, d)` with :math:`d = \mathrm{sign}(g)` (L-infinity) or :math:`g / \|g\|_2` (L2)."""
+        return project(ascent_step(u, g, step, self.norm_kind), self.norm_kind, self.radius)
+
+    def combine(self, a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+        return combine(a, b, weight, self.norm_kind, self.radius)
+
+    def norm(self, u: torch.Tensor) -> torch.Tensor:
+        return norm_of(u, self.norm_kind)
+
+
+def ascent_step(u: torch.Tensor, g: torch.Tensor, step: torch.Tensor, norm: Norm) -> torch.Tensor:
+    r""":math:`u + \eta\, d` with :math:`d = \mathrm{sign}(g)` (L-infinity) or :math:`g / \|g\|_2` (L2), row by row.
+
+    The L2 direction's length need not be exact (the projection that follows enforces the
+    radius), so its norm is taken in the working precision, one fused multiply-add after it.
+
+    >>> ascent_step(torch.zeros(2), torch.tensor([3.0, -4.0]), torch.tensor(10.0), "l2")
+    tensor([ 6., -8.])
+    """
+    if norm == "linf":
+        return torch.addcmul(u, g.sign(), step)
+    length = torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+    return torch.addcmul(u, g, step / length)
+
+
 class WeightSpace:
-    """The perturbed parameters of a model, addressed in normalised coordinates."""
+    """The perturbed parameters of a model, addressed in normalised coordinates.
+
+    A point is :math:`w_0 + c \\odot u`; a subclass with a curved chart changes it through
+    :meth:`bend` (and the gradient through :meth:`pull_back`) and supplies its own :meth:`ball`.
+    """
 
     def __init__(self, params: Sequence[nn.Parameter], names: Sequence[str], scaling: Scaling, eta: float,
                  filter_dims: dict[str, int]) -> None:
@@ -97,19 +152,35 @@ class WeightSpace:
     def numel(self) -> int:
         return self.w0.numel()
 
-    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """One view of ``flat`` per parameter, in the parameter's shape."""
         return [t.view(s) for t, s in zip(flat.split(self.numels), self.shapes)]
 
     @torch.no_grad()
     def set(self, u: torch.Tensor) -> None:
-        """Write :math:`w_0 + c \\odot u` into the model's parameters."""
+        """Write the point of coordinates ``u`` (:math:`w_0 + c \\odot u` unless bent) into the parameters."""
         torch.addcmul(self.w0, self.c, u, out=self._w)
-        torch._foreach_copy_(self.params, self._views(self._w))
+        self.bend(u, self._w)
+        torch._foreach_copy_(self.params, self.views(self._w))
+
+    def bend(self, u: torch.Tensor, w: torch.Tensor) -> None:
+        """Change the point ``w = w0 + c * u`` in place (flat coordinates: nothing to do)."""
+
+    def pull_back(self, g: torch.Tensor) -> None:
+        """Change ``c * grad_w`` in place into the gradient in the coordinates (flat: nothing to do)."""
+
+    def ball(self, spec: Spec) -> FlatBall:
+        """The feasible set of ``spec`` (its norm and radius) in these coordinates."""
+        return FlatBall(spec.norm, spec.rho, self.w0.dtype)
+
+    def details(self) -> dict[str, Any]:
+        """What a measurement reports about the coordinates (flat: nothing)."""
+        return {}
 
     @torch.no_grad()
     def reset(self) -> None:
         """Write the original weights back, bit for bit."""
-        torch._foreach_copy_(self.params, self._views(self.w0))
+        torch._foreach_copy_(self.params, self.views(self.w0))
 
     def grad_u(self, loss: torch.Tensor) -> torch.Tensor:
         """:math:`c \\odot \\nabla_w L` as a flat vector."""
@@ -120,7 +191,9 @@ class WeightSpace:
         flat = torch.cat([
             (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self.params)
         ])
-        return flat.mul_(self.c)
+        flat.mul_(self.c)
+        self.pull_back(flat)
+        return flat
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros_like(self.w0)

@@ -44,6 +44,8 @@ Init = Literal["zero", "random"]
 Hvp = Literal["auto", "double_backward", "finite_difference"]
 Target = Literal["error", "loss"]
 Estimator = Literal["hutchinson", "hutchpp"]
+Geometry = Literal["flat", "inv", "mix"]
+SecondOrder = Literal["blocks", "all", "none"]
 
 _QUOTE_NEEDED = re.compile(r'[,:=" \t]|^$')
 
@@ -107,6 +109,19 @@ class Spec:
         estimator: trace: ``"hutchinson"`` (``n_iters`` Rademacher probes) or ``"hutchpp"``
             (Hutch++, Meyer et al. 2021: the same ``n_iters`` Hessian-vector products, a third of
             them to find the top of the spectrum, whose trace is then exact; needs ``n_iters >= 3``).
+        geometry: worst case, ``l2``, ``elementwise`` only: ``"flat"`` (adaptive sharpness) or geodesic
+            sharpness on the quotient by the GL symmetries of attention heads (da Silva et al. 2025) with
+            the ``"inv"`` or ``"mix"`` metric (:mod:`sharpness.geodesic`). Parameters outside every
+            symmetry block keep the elementwise treatment (``c = |w| + eta``); ``rho`` bounds the total
+            metric norm.
+        gram_eps: geodesic: the relaxation ``S -> S + gram_eps I`` of every Gram matrix of a block
+            (0 keeps the invariance exact; > 0 admits rank-deficient blocks).
+        fold_bias: geodesic: biases of the query, key and value projections are rows of their blocks
+            (needed for exact invariance: the symmetry moves them too); ``False`` treats them elementwise.
+        second_order: geodesic: where the perturbed point follows the second-order geodesic
+            ``w + xi - Gamma(xi, xi) / 2``: in the symmetry ``"blocks"`` (the other parameters move by
+            ``w + xi``), in ``"all"`` parameters (the elementwise metric's geodesic elsewhere), or
+            ``"none"`` (first order everywhere, the paper's ablation).
     """
 
     case: Case
@@ -128,6 +143,10 @@ class Spec:
     target: Target = "error"
     fold_bn: bool = False
     estimator: Estimator = "hutchinson"
+    geometry: Geometry = "flat"
+    gram_eps: float = 0.0
+    fold_bias: bool = True
+    second_order: SecondOrder = "blocks"
 
     def __post_init__(self) -> None:
         _check_choice("case", self.case, Case)
@@ -137,13 +156,16 @@ class Spec:
         _check_choice("hvp", self.hvp, Hvp)
         _check_choice("target", self.target, Target)
         _check_choice("estimator", self.estimator, Estimator)
+        _check_choice("geometry", self.geometry, Geometry)
+        _check_choice("second_order", self.second_order, SecondOrder)
         object.__setattr__(self, "rho", _positive_float("rho", self.rho))
         object.__setattr__(self, "eta", _nonnegative_float("eta", self.eta))
+        object.__setattr__(self, "gram_eps", _nonnegative_float("gram_eps", self.gram_eps))
         for name in ("m", "n_examples", "n_iters", "n_restarts"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0)
         _check_int("subspace", self.subspace, minimum=0)
-        for name in ("logit_norm", "antithetic", "fold_bn"):
+        for name in ("logit_norm", "antithetic", "fold_bn", "fold_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise SharpnessError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.n_examples % self.m:
@@ -262,8 +284,31 @@ def _check_case_fields(spec: Spec) -> None:
         raise SharpnessError(f"pacbayes: rho is the tolerated rise of the 0-1 error and must be < 1, got {spec.rho!r}")
     if spec.estimator == "hutchpp" and spec.n_iters < 3:
         raise SharpnessError(f"hutchpp splits n_iters products in three parts: needs n_iters >= 3, got {spec.n_iters}")
+    _check_geometry_fields(spec)
     if spec.subspace and spec.scaling == "filterwise":
         raise SharpnessError("keskar: a random subspace has no filters; use scaling standard or elementwise")
+
+
+# Fields that only geodesic sharpness reads; with geometry="flat" they must keep their default.
+_GEODESIC_ONLY = ("gram_eps", "fold_bias", "second_order")
+
+
+def _check_geometry_fields(spec: Spec) -> None:
+    if spec.geometry == "flat":
+        for f in dataclasses.fields(spec):
+            if f.name in _GEODESIC_ONLY and getattr(spec, f.name) != f.default:
+                raise SharpnessError(
+                    f"{f.name}={getattr(spec, f.name)!r} applies only to geodesic sharpness (geometry 'inv' or 'mix')"
+                )
+        return
+    wrong = {k: v for k, v in (("case", spec.case), ("norm", spec.norm), ("scaling", spec.scaling))
+             if v != {"case": "worst", "norm": "l2", "scaling": "elementwise"}[k]}
+    if wrong:
+        shown = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
+        raise SharpnessError(
+            f"geometry={spec.geometry!r} is defined for case 'worst', norm 'l2', scaling 'elementwise' only; "
+            f"got {shown} (e.g. 'worst-l2-elementwise:rho={_format(spec.rho)},geometry={spec.geometry}')"
+        )
 
 
 def _real(name: str, value: object) -> float:

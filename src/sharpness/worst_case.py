@@ -9,6 +9,9 @@ to weights by Andriushchenko et al. 2023):
 * :math:`z = P(u_k + \eta\, d_k)`, then :math:`u_{k+1} = 0.75\, z + 0.25\, u_{k-1}`
   (a convex combination of feasible points, so feasible; :func:`~sharpness.space.combine`
   absorbs the rounding);
+* the feasible set, the step direction and the point map belong to the coordinates
+  (``probe.space.ball(spec)``): the flat L2 ball / L-infinity box of :mod:`sharpness.space`, or the
+  horizontal metric ball of geodesic sharpness (:mod:`sharpness.geodesic`), searched by this same loop;
 * at the checkpoints :math:`\lceil p_j n \rceil` with :math:`p_0 = 0, p_1 = 0.22,
   p_{j+1} = p_j + \max(p_j - p_{j-1} - 0.03, 0.06)` the step is halved and the search
   restarts from the best point when fewer than 75% of the iterations since the last
@@ -36,8 +39,8 @@ from dataclasses import dataclass
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe, combine, inner_radius, norm_of, project
-from sharpness.spec import Init, Norm, Spec
+from sharpness.space import Probe
+from sharpness.spec import Init, Spec
 
 MOMENTUM = 0.75
 MIN_UPDATE_RATIO = 0.75
@@ -96,31 +99,6 @@ def pick(better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Te
     return torch.where(better, new, old)
 
 
-def random_start(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A point drawn uniformly from the L2 ball or the L-infinity box of radius ``rho``."""
-    if norm == "linf":
-        u = torch.rand(numel, generator=generator, device=like.device, dtype=like.dtype)
-        return u.mul_(2 * rho).sub_(rho)
-    u = torch.randn(numel, generator=generator, device=like.device, dtype=like.dtype)
-    radius = rho * torch.rand((), generator=generator, device=like.device, dtype=torch.float64) ** (1.0 / numel)
-    return u.mul_((radius / norm_of(u, "l2")).to(u.dtype))
-
-
-def ascent_step(u: torch.Tensor, g: torch.Tensor, step: torch.Tensor, norm: Norm) -> torch.Tensor:
-    r""":math:`u + \eta\, d` with :math:`d = \mathrm{sign}(g)` (L-infinity) or :math:`g / \|g\|_2` (L2), row by row.
-
-    The L2 direction's length need not be exact (the projection that follows enforces the
-    radius), so its norm is taken in the working precision, one fused multiply-add after it.
-
-    >>> ascent_step(torch.zeros(2), torch.tensor([3.0, -4.0]), torch.tensor(10.0), "l2")
-    tensor([ 6., -8.])
-    """
-    if norm == "linf":
-        return torch.addcmul(u, g.sign(), step)
-    length = torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
-    return torch.addcmul(u, g, step / length)
-
-
 def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Generator,
          with_error: bool) -> Best:
     """One Auto-PGD search on one m-batch; returns the best feasible point.
@@ -129,13 +107,12 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
     of shape ``(rows, 1)``): every update below acts row by row.
     """
     space = probe.space
-    norm = spec.norm
-    radius = inner_radius(spec.rho, space.w0.dtype, norm)
+    ball = space.ball(spec)
     u = probe.zeros()
     if init == "random":
         for row in u.view(-1, space.numel):
-            row.copy_(random_start(space.numel, norm, radius, space.w0, generator))
-        u = project(u.mul_(space.active), norm, radius)
+            row.copy_(ball.start(space.numel, space.w0, generator))
+        u = ball.project(u.mul_(space.active))
     loss, error, g = probe.value_and_grad(u, batch, with_error)
     best = Best(loss, u, error)
     g_best = g
@@ -145,8 +122,8 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
     prev_step, prev_best, prev_checkpoint = step, loss, 0
     checkpoints = set(schedule_checkpoints(spec.n_iters))
     for k in range(1, spec.n_iters + 1):
-        z = project(ascent_step(u, g, step, norm), norm, radius)
-        u_prev, u = u, combine(u_prev, z, MOMENTUM, norm, radius)
+        z = ball.advance(u, g, step)
+        u_prev, u = u, ball.combine(u_prev, z, MOMENTUM)
         if k < spec.n_iters:
             loss, error, g = probe.value_and_grad(u, batch, with_error)
         else:
