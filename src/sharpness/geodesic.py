@@ -273,9 +273,10 @@ class GeodesicSpace(WeightSpace):
         for keys in by_shape.values():
             g_side = _Side(_restack([slots_of[k][0] for k in keys]))
             h_side = _Side(_restack([slots_of[k][1] for k in keys]))
-            frame = Frame.at(g_side.read(views), h_side.read(views), self.metric, eps)
+            g0, h0 = g_side.read(views), h_side.read(views)
             if eps == 0:
-                _check_rank(keys, frame)
+                _check_rank(keys, g0, h0)
+            frame = Frame.at(g0, h0, self.metric, eps)
             groups.append(_Group(keys, g_side, h_side, frame))
         return groups
 
@@ -353,8 +354,8 @@ def _restack(per_block: list[list[_Slot]]) -> list[_Slot]:
     return out
 
 
-def _check_rank(keys: list[str], frame: Frame) -> None:
-    for name, x in (("G", frame.g), ("H", frame.h)):
+def _check_rank(keys: list[str], g: Tensor, h: Tensor) -> None:
+    for name, x in (("G", g), ("H", h)):
         s = torch.linalg.svdvals(x.double())
         tol = max(x.shape[-2:]) * torch.finfo(x.dtype).eps * s[..., :1]
         bad = (s[..., -1:] <= tol).view(-1).nonzero().view(-1).tolist()

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from sharpness.errors import SharpnessError
 from sharpness.measure import measure
 from sharpness.spec import Norm, Scaling, Spec
+from sharpness.symmetry import Block, Piece
 from sharpness.toy import option
 
 Target = Literal["sparse", "dense"]
@@ -64,6 +65,10 @@ class DiagonalNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x @ (self.u * self.v)
+
+    def sharpness_blocks(self, fold_bias: bool) -> list[Block]:
+        """The symmetry :math:`(u_i, v_i) \\mapsto (\\alpha_i u_i, v_i / \\alpha_i)`: ``d`` blocks of GL(1)."""
+        return [Block("", "gl1", self.u.numel(), 1, (Piece("u"),), (Piece("v"),))]
 
 
 def half_mse(output: Tensor, target: Tensor) -> Tensor:
