@@ -40,7 +40,8 @@ point map, the gradient it pulls back and the ball (:class:`GeodesicBall`) chang
   - \xi_G(\xi_H^\top H + H^\top\xi_H)]S_H^{-1}` (and :math:`H'` with the roles swapped). The gradient
   with respect to :math:`\xi` is pulled back through this map (a few small matrix products per block).
   ``second_order="all"`` also bends elementwise parameters along their metric's geodesic,
-  :math:`w + \xi + \mathrm{sign}(w)\,\xi^2 / (2c)`; ``"none"`` is the first-order ablation.
+  :math:`w + \xi + \mathrm{sign}(w)\,\xi^2 / (2c)`; ``"none"`` is the first-order ablation;
+  ``"exact"`` follows the exact geodesic of GL(1) blocks (:meth:`Frame.exact_correction`).
 * **Ball**: horizontal vectors of metric norm at most :math:`\rho`: a linear subspace meets a ball,
   so the projection is the horizontal projection followed by one rescale, and the convex
   combination of the Auto-PGD update stays feasible. ``Result.radius`` is the metric norm.
@@ -66,7 +67,7 @@ import torch
 from torch import nn
 
 from sharpness.errors import SharpnessError
-from sharpness.space import FlatBall, WeightSpace
+from sharpness.space import Ball, FlatBall, WeightSpace
 from sharpness.spec import Spec
 from sharpness.symmetry import Block, Piece, find_blocks
 
@@ -147,8 +148,22 @@ class Frame:
         """The metric's gradient from the Euclidean one (the Riesz map)."""
         return dg @ self.mg_inv, dh @ self.mh_inv
 
+    def exact_correction(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
+        """``theta + xi - exp_theta(xi)`` for GL(1) blocks, whose geodesics are known in closed form.
+
+        ``inv``: :math:`g' = g\\,e^{\\xi_g / g}` (the metric is :math:`\\xi^2/g^2` per coordinate);
+        ``mix``: :math:`g' = g\\sqrt{1 + 2\\xi_g / g}` for a horizontal :math:`\\xi` (then
+        :math:`\\xi_g/g = \\xi_h/h`); the geodesic ends where :math:`1 + 2\\xi_g/g` reaches 0, and so does the map.
+        """
+        def one(x: Tensor, base: Tensor) -> Tensor:
+            b = x / base
+            moved = base * torch.exp(b) if self.metric == "inv" else base * (1 + 2 * b).clamp_min(0).sqrt()
+            return base + x - moved
+        return one(xg, self.g), one(xh, self.h)
+
     def half_christoffel(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
-        """:math:`\\frac12\\Gamma(\\xi, \\xi)`, so that the perturbed block is :math:`\\theta + \\xi - \\frac12\\Gamma`."""
+        """Half the Christoffel term, :math:`\\frac12\\Gamma(\\xi, \\xi)`: the perturbed block is
+        :math:`\\theta + \\xi - \\frac12\\Gamma`."""
         g, h = self.g, self.h
         if self.metric == "inv":
             def one(x: Tensor, base: Tensor, s_inv: Tensor) -> Tensor:
@@ -254,6 +269,11 @@ class GeodesicSpace(WeightSpace):
         self.active = self.c > 0
         self.free_runs = _runs(~in_block)
         self.groups = self._stack(blocks, slots_of, spec.gram_eps)
+        wide = [n for g in self.groups if g.frame.g.shape[1:] != (1, 1) or g.frame.h.shape[1:] != (1, 1)
+                for n in g.names]
+        if spec.second_order == "exact" and wide:
+            raise SharpnessError(f"second_order='exact' needs GL(1) blocks of scalars (diagonal networks); {wide} are "
+                                 "wider and have no closed-form geodesic: use second_order='blocks'")
         self.vertical_dims = sum(b.heads * b.head_dim ** 2 for b in blocks)
         self.condition = max((g.frame.condition for g in self.groups), default=1.0)
         free_sign = torch.where(in_block, torch.zeros_like(self.w0), torch.sign(self.w0))
@@ -292,7 +312,10 @@ class GeodesicSpace(WeightSpace):
             for group in self.groups:
                 xg = group.g.read(views_u).detach().requires_grad_()
                 xh = group.h.read(views_u).detach().requires_grad_()
-                cg, ch = group.frame.half_christoffel(xg, xh)
+                if self.second_order == "exact":
+                    cg, ch = group.frame.exact_correction(xg, xh)
+                else:
+                    cg, ch = group.frame.half_christoffel(xg, xh)
                 with torch.no_grad():
                     group.g.write(views_w, -cg, add=True)
                     group.h.write(views_w, -ch, add=True)
@@ -315,7 +338,7 @@ class GeodesicSpace(WeightSpace):
         if self._sign is not None:
             g.addcmul_(g * self._sign, u)
 
-    def ball(self, spec: Spec) -> GeodesicBall | FlatBall:
+    def ball(self, spec: Spec) -> Ball:
         if not self.groups:
             return FlatBall(spec.norm, spec.rho, self.w0.dtype)
         return GeodesicBall(self, spec.rho)

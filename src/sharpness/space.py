@@ -23,7 +23,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -75,6 +75,18 @@ def project(u: torch.Tensor, norm: Norm, radius: float) -> torch.Tensor:
         return u.clamp_(-radius, radius)
     factor = (radius / row_norms(u)).clamp(max=1.0)
     return u.mul_(factor.to(u.dtype))
+
+
+class Ball(Protocol):
+    """What the search needs of a feasible set (see :class:`FlatBall`)."""
+
+    radius: float
+
+    def start(self, numel: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+    def project(self, u: torch.Tensor) -> torch.Tensor: ...
+    def advance(self, u: torch.Tensor, g: torch.Tensor, step: torch.Tensor) -> torch.Tensor: ...
+    def combine(self, a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor: ...
+    def norm(self, u: torch.Tensor) -> torch.Tensor: ...
 
 
 class FlatBall:
@@ -169,7 +181,7 @@ class WeightSpace:
     def pull_back(self, g: torch.Tensor) -> None:
         """Change ``c * grad_w`` in place into the gradient in the coordinates (flat: nothing to do)."""
 
-    def ball(self, spec: Spec) -> FlatBall:
+    def ball(self, spec: Spec) -> Ball:
         """The feasible set of ``spec`` (its norm and radius) in these coordinates."""
         return FlatBall(spec.norm, spec.rho, self.w0.dtype)
 

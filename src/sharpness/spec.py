@@ -45,7 +45,7 @@ Hvp = Literal["auto", "double_backward", "finite_difference"]
 Target = Literal["error", "loss"]
 Estimator = Literal["hutchinson", "hutchpp"]
 Geometry = Literal["flat", "inv", "mix"]
-SecondOrder = Literal["blocks", "all", "none"]
+SecondOrder = Literal["blocks", "all", "none", "exact"]
 
 _QUOTE_NEEDED = re.compile(r'[,:=" \t]|^$')
 
@@ -121,7 +121,8 @@ class Spec:
         second_order: geodesic: where the perturbed point follows the second-order geodesic
             ``w + xi - Gamma(xi, xi) / 2``: in the symmetry ``"blocks"`` (the other parameters move by
             ``w + xi``), in ``"all"`` parameters (the elementwise metric's geodesic elsewhere), or
-            ``"none"`` (first order everywhere, the paper's ablation).
+            ``"none"`` (first order everywhere, the paper's ablation); ``"exact"``: the exact geodesic,
+            known in closed form for GL(1) blocks only (diagonal networks).
     """
 
     case: Case

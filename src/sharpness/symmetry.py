@@ -27,14 +27,15 @@ the heads of one module form one :class:`Block` with a leading head dimension. F
   keys breaks that symmetry).
 
 Any other module declares its blocks with a method ``sharpness_blocks(fold_bias) -> list[Block]``
-(each head takes ``head_dim`` consecutive entries of the slices shown) whose piece names are relative to the module (see :class:`sharpness.toy.diagonal.DiagonalNet`, whose
-pairs :math:`(u_i, v_i)` are :math:`GL(1)` blocks). :func:`describe_blocks` lists what was found.
+whose piece names are relative to the module (see :class:`sharpness.toy.diagonal.DiagonalNet`, whose
+pairs :math:`(u_i, v_i)` are :math:`GL(1)` blocks). :func:`describe_blocks` lists what was found;
+head ``i`` takes ``head_dim`` consecutive entries of each slice shown:
 
 >>> import torch
->>> mha = torch.nn.MultiheadAttention(8, num_heads=2)
+>>> mha = torch.nn.MultiheadAttention(8, num_heads=2, bias=False)
 >>> print(describe_blocks(mha))
-qk: 2 heads of GL(4): G = in_proj_weight[0:8, :]^T + in_proj_bias[0:8]; H = in_proj_weight[8:16, :]^T + in_proj_bias[8:16]
-vo: 2 heads of GL(4): G = in_proj_weight[16:24, :]^T + in_proj_bias[16:24]; H = out_proj.weight[:, 0:8]
+qk: 2 heads of GL(4): G = in_proj_weight[0:8, :]^T; H = in_proj_weight[8:16, :]^T
+vo: 2 heads of GL(4): G = in_proj_weight[16:24, :]^T; H = out_proj.weight[:, 0:8]
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def _multihead(module: nn.Module, fold_bias: bool) -> list[Block] | None:
     else:
         q, k, v = (_with_bias(f"{s}_proj_weight", None, 0, fold_bias) for s in "qkv")
         if bias is not None and fold_bias:
-            q, k, v = (side + (Piece(bias, 0, s * e),) for s, side in enumerate((q, k, v)))
+            q, k, v = ((*side, Piece(bias, 0, s * e)) for s, side in enumerate((q, k, v)))
     # Learned extra key / value tokens are rows of keys / values: the symmetry moves them as such.
     if module.bias_k is not None and fold_bias:
         k = (*k, Piece("bias_k"))

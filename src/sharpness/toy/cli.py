@@ -123,6 +123,9 @@ def _run_diagonal(args: argparse.Namespace) -> int:
     print(f"{'task':>22} " + " ".join(f"{m:>17}" for m in diagonal.MEASURES))
     for name, task in results["tasks"].items():
         print(f"{name:>22} " + " ".join(f"{task['kendall_tau'][m]:>+17.2f}" for m in diagonal.MEASURES))
+    sparse = results["tasks"]["sparse"]["kendall_tau"]
+    print("sparse task beside da Silva et al. (2025, Table 1; d = 200, 50 nets): "
+          + ", ".join(f"{m} {sparse[m]:+.2f} (paper {p:+.2f})" for m, p in diagonal.PAPER_TAU.items()))
     print("closed forms vs autograd Hessians (relative error):",
           ", ".join(f"{k} {v:.1e}" for k, v in results["checks"].items()))
     print(out / "diagonal.json")
