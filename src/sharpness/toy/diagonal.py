@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from sharpness.errors import SharpnessError
 from sharpness.measure import measure
-from sharpness.spec import Norm, Scaling, SecondOrder, Spec
+from sharpness.spec import Geometry, Norm, Scaling, SecondOrder, Spec
 from sharpness.symmetry import Block, Piece
 from sharpness.toy import option
 
@@ -372,7 +372,8 @@ def specs(config: DiagonalConfig) -> dict[str, Spec]:
         out[f"worst_{name}"] = Spec(norm="l2", rho=rho, scaling=scaling, **worst)
         out[f"average_{name}"] = Spec(norm="l2", rho=rho, scaling=scaling, **average)
         out[f"eigen_{name}"] = Spec(case="eigen", norm="l2", rho=1.0, scaling=scaling, n_iters=config.n_lanczos)
-    for metric, rho in (("inv", config.rho_inv), ("mix", config.rho_mix)):
+    metrics: tuple[tuple[Geometry, float], ...] = (("inv", config.rho_inv), ("mix", config.rho_mix))
+    for metric, rho in metrics:
         out[f"worst_geodesic_{metric}"] = Spec(norm="l2", rho=rho, geometry=metric, second_order=config.geodesic_map,
                                                **worst)
     return out
