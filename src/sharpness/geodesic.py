@@ -58,7 +58,6 @@ is searched exactly as flat adaptive L2 sharpness (bit for bit).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -90,6 +89,10 @@ class Frame:
     their inverses (the Riemannian gradient), ``sg_inv``/``sh_inv`` the relaxed Gram inverses (the
     Christoffel terms), and ``l1, l2, inv_d`` the eigenbases that solve the projection's Sylvester
     equation: :math:`\\Lambda = L_1^\\top ((L_1 R L_2) \\odot D^{-1}) L_2^\\top`.
+
+    Everything is kept and computed in float64 and returned in the model's ``dtype``: the Gram matrices
+    of a reparametrised head square its condition number, which float32 products would not survive
+    (the blocks are a small part of a network, so this costs little).
     """
 
     g: Tensor
@@ -105,6 +108,9 @@ class Frame:
     l2: Tensor
     inv_d: Tensor
     condition: float
+    top_g: Tensor
+    top_h: Tensor
+    dtype: torch.dtype
 
     @classmethod
     def at(cls, g: Tensor, h: Tensor, metric: Metric, eps: float) -> Frame:
@@ -125,28 +131,27 @@ class Frame:
         d = lam.unsqueeze(-1) + mu.unsqueeze(-2)
         # Directions with d = 0 are no vertical direction at all (a rank-deficient, relaxed block).
         inv_d = torch.where(d > 1e-300, 1.0 / d.clamp_min(1e-300), torch.zeros_like(d))
-        cond = torch.linalg.eigvalsh(mg)
-        cond_h = torch.linalg.eigvalsh(mh)
-        condition = float(torch.maximum(cond[..., -1] / cond[..., 0], cond_h[..., -1] / cond_h[..., 0]).max())
-        dt = g.dtype
-        return cls(g=g, h=h, metric=metric, mg=mg.to(dt), mh=mh.to(dt), mg_inv=mg_inv.to(dt), mh_inv=mh_inv.to(dt),
-                   sg_inv=sg_inv.to(dt), sh_inv=sh_inv.to(dt), l1=(q1.transpose(-1, -2) @ mh_mhalf).to(dt),
-                   l2=(mg_mhalf @ q2).to(dt), inv_d=inv_d.to(dt), condition=condition)
+        eig_g, eig_h = torch.linalg.eigvalsh(mg), torch.linalg.eigvalsh(mh)
+        condition = float(torch.maximum(eig_g[..., -1] / eig_g[..., 0], eig_h[..., -1] / eig_h[..., 0]).max())
+        return cls(g=g64, h=h64, metric=metric, mg=mg, mh=mh, mg_inv=mg_inv, mh_inv=mh_inv, sg_inv=sg_inv,
+                   sh_inv=sh_inv, l1=q1.transpose(-1, -2) @ mh_mhalf, l2=mg_mhalf @ q2, inv_d=inv_d,
+                   condition=condition, top_g=eig_g[..., -1], top_h=eig_h[..., -1], dtype=g.dtype)
 
     def inner(self, xg: Tensor, xh: Tensor, yg: Tensor, yh: Tensor) -> Tensor:
         """The metric :math:`\\langle x, y\\rangle` of each block, accumulated in float64: shape ``(B,)``."""
-        a = ((xg @ self.mg) * yg).sum(dim=(-1, -2), dtype=torch.float64)
-        return a + ((xh @ self.mh) * yh).sum(dim=(-1, -2), dtype=torch.float64)
+        xg, xh, yg, yh = (t.double() for t in (xg, xh, yg, yh))
+        return ((xg @ self.mg) * yg).sum(dim=(-1, -2)) + ((xh @ self.mh) * yh).sum(dim=(-1, -2))
 
     def horizontal(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
         """The metric-orthogonal projection onto the horizontal space."""
+        xg, xh = xg.double(), xh.double()
         r = self.mh @ xh.transpose(-1, -2) @ self.h - self.g.transpose(-1, -2) @ xg @ self.mg
         lam = self.l1.transpose(-1, -2) @ ((self.l1 @ r @ self.l2) * self.inv_d) @ self.l2.transpose(-1, -2)
-        return xg + self.g @ lam, xh - self.h @ lam.transpose(-1, -2)
+        return (xg + self.g @ lam).to(self.dtype), (xh - self.h @ lam.transpose(-1, -2)).to(self.dtype)
 
     def riemannian(self, dg: Tensor, dh: Tensor) -> tuple[Tensor, Tensor]:
         """The metric's gradient from the Euclidean one (the Riesz map)."""
-        return dg @ self.mg_inv, dh @ self.mh_inv
+        return (dg.double() @ self.mg_inv).to(self.dtype), (dh.double() @ self.mh_inv).to(self.dtype)
 
     def exact_correction(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
         """``theta + xi - exp_theta(xi)`` for GL(1) blocks, whose geodesics are known in closed form.
@@ -156,25 +161,25 @@ class Frame:
         :math:`\\xi_g/g = \\xi_h/h`); the geodesic ends where :math:`1 + 2\\xi_g/g` reaches 0, and so does the map.
         """
         def one(x: Tensor, base: Tensor) -> Tensor:
-            b = x / base
+            b = x.double() / base
             moved = base * torch.exp(b) if self.metric == "inv" else base * (1 + 2 * b).clamp_min(0).sqrt()
-            return base + x - moved
+            return (base + x.double() - moved).to(self.dtype)
         return one(xg, self.g), one(xh, self.h)
 
     def half_christoffel(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
         """Half the Christoffel term, :math:`\\frac12\\Gamma(\\xi, \\xi)`: the perturbed block is
         :math:`\\theta + \\xi - \\frac12\\Gamma`."""
-        g, h = self.g, self.h
+        g, h, xg, xh = self.g, self.h, xg.double(), xh.double()
         if self.metric == "inv":
             def one(x: Tensor, base: Tensor, s_inv: Tensor) -> Tensor:
                 sym = x.transpose(-1, -2) @ base
                 return 0.5 * (base @ (s_inv @ (x.transpose(-1, -2) @ x)) - x @ (s_inv @ (sym + sym.transpose(-1, -2))))
-            return one(xg, g, self.sg_inv), one(xh, h, self.sh_inv)
+            return one(xg, g, self.sg_inv).to(self.dtype), one(xh, h, self.sh_inv).to(self.dtype)
         sym_h = xh.transpose(-1, -2) @ h
         sym_g = xg.transpose(-1, -2) @ g
         cg = 0.5 * (xg @ (sym_h + sym_h.transpose(-1, -2)) - g @ (xh.transpose(-1, -2) @ xh)) @ self.sh_inv
         ch = 0.5 * (xh @ (sym_g + sym_g.transpose(-1, -2)) - h @ (xg.transpose(-1, -2) @ xg)) @ self.sg_inv
-        return cg, ch
+        return cg.to(self.dtype), ch.to(self.dtype)
 
 
 # ------------------------------------------------------------ flat layout
@@ -408,14 +413,17 @@ def _selected(model: nn.Module, named: Sequence[tuple[str, nn.Parameter]],
 class GeodesicBall:
     """Horizontal vectors of metric norm at most ``rho``: projection, ascent step, combination, norm.
 
-    The radius is rounded down by a margin that covers the rounding of one rescale measured in the
-    metric (which amplifies it by at most the square root of the metric's condition number).
+    A rescale rounds every entry by up to half an ulp, and the metric can magnify that: by up to
+    :math:`\\sqrt{\\lambda_{max}(M)}\\,\\|x_b\\|_F\\,\\epsilon/2` in block ``b``, far more than
+    :math:`\\epsilon\\|x\\|_\\theta` when a head is badly conditioned. Each rescale therefore aims at
+    ``radius`` minus that bound for the vector at hand, which keeps every stored point feasible without
+    shrinking the ball more than its rounding requires.
     """
 
     def __init__(self, space: GeodesicSpace, rho: float) -> None:
         self.space = space
-        eps = torch.finfo(space.w0.dtype).eps
-        self.radius = rho * (1 - 16 * eps * max(1.0, math.sqrt(space.condition)))
+        self.eps = torch.finfo(space.w0.dtype).eps
+        self.radius = rho * (1 - 16 * self.eps)
 
     def _blocks(self, x: Tensor) -> list[tuple[_Group, Tensor, Tensor]]:
         views = self.space.views(x)
@@ -423,17 +431,26 @@ class GeodesicBall:
 
     def norm(self, x: Tensor) -> Tensor:
         """The metric norm :math:`\\|x\\|_\\theta`, accumulated in float64."""
+        return self._norm_and_slack(x)[0]
+
+    def _norm_and_slack(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The metric norm and a bound on how much rounding ``x`` times a factor <= 1 can add to it."""
         x = x.reshape(-1)
         free = [x[a:b] for a, b in self.space.free_runs]
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         if free:
             total = total + torch.stack([torch.linalg.vector_norm(t, dtype=torch.float64) for t in free]).square().sum()
+        slack = total.clone()
         for grp, xg, xh in self._blocks(x):
             total = total + grp.frame.inner(xg, xh, xg, xh).sum()
-        return total.sqrt()
+            squares = (xg.double().square().sum(dim=(-1, -2)) * grp.frame.top_g
+                       + xh.double().square().sum(dim=(-1, -2)) * grp.frame.top_h)
+            slack = slack + squares.sum()
+        return total.sqrt(), slack.sqrt() * self.eps
 
     def _rescale(self, x: Tensor) -> Tensor:
-        factor = (self.radius / self.norm(x)).clamp(max=1.0)
+        norm, slack = self._norm_and_slack(x)
+        factor = torch.where(norm <= self.radius, torch.ones_like(norm), self.radius / (norm + slack))
         return x.mul_(factor.to(x.dtype))
 
     def horizontal(self, x: Tensor) -> Tensor:
@@ -470,8 +487,8 @@ class GeodesicBall:
         views = space.views(x)
         for grp, zg, zh in self._blocks(x):  # covariance M^-1 in each block: isotropic in the metric
             f = grp.frame
-            grp.g.write(views, zg @ torch.linalg.cholesky(f.mg_inv.double()).transpose(-1, -2).to(zg.dtype))
-            grp.h.write(views, zh @ torch.linalg.cholesky(f.mh_inv.double()).transpose(-1, -2).to(zh.dtype))
+            grp.g.write(views, (zg.double() @ torch.linalg.cholesky(f.mg_inv).transpose(-1, -2)).to(zg.dtype))
+            grp.h.write(views, (zh.double() @ torch.linalg.cholesky(f.mh_inv).transpose(-1, -2)).to(zh.dtype))
         x = self.horizontal(x * space.active)
         dims = max(1, space.numel - space.vertical_dims)
         radius = self.radius * torch.rand((), generator=generator, device=x.device, dtype=torch.float64) ** (1 / dims)

@@ -348,3 +348,16 @@ def test_spec_string_round_trips_and_flat_ids_are_unchanged() -> None:
     s = Spec.parse("worst-l2-elementwise:rho=0.1,geometry=inv,gram_eps=0.001")
     assert Spec.parse(str(s)) == s and str(s) == "worst-l2-elementwise:rho=0.1,geometry=inv,gram_eps=0.001"
     assert str(Spec(case="worst", norm="l2", rho=0.1)) == "worst-l2-elementwise:rho=0.1"
+
+
+def test_float32_search_on_badly_conditioned_heads_stays_feasible_and_nearly_invariant() -> None:
+    model, batches = MODELS["mha"][0]()
+    model = model.float()
+    batches = [(x.float(), y) for x, y in batches]
+    other = reparametrised(copy.deepcopy(model).double(), 1.0).float()  # random GL(4) per head
+    for geometry in ("inv", "mix"):
+        s = spec(geometry, init="random", n_restarts=2)
+        base, moved = measure(model, batches, s), measure(other, batches, s)
+        assert base.radius <= s.rho and moved.radius <= s.rho
+        assert moved.details["geodesic"]["metric_condition"] > 100 * base.details["geodesic"]["metric_condition"]
+        assert moved.value == pytest.approx(base.value, rel=1e-3)
