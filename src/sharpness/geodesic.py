@@ -59,7 +59,7 @@ is searched exactly as flat adaptive L2 sharpness (bit for bit).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -90,9 +90,10 @@ class Frame:
     Christoffel terms), and ``l1, l2, inv_d`` the eigenbases that solve the projection's Sylvester
     equation: :math:`\\Lambda = L_1^\\top ((L_1 R L_2) \\odot D^{-1}) L_2^\\top`.
 
-    Everything is kept and computed in float64 and returned in the model's ``dtype``: the Gram matrices
-    of a reparametrised head square its condition number, which float32 products would not survive
-    (the blocks are a small part of a network, so this costs little).
+    Everything is precomputed in float64, then kept and applied in ``compute`` (float64, or the model's
+    ``dtype`` where the metric is well enough conditioned for it: the Gram matrices of a reparametrised
+    head square its condition number, which float32 products would not survive); results come back in
+    the model's ``dtype``.
     """
 
     g: Tensor
@@ -111,6 +112,7 @@ class Frame:
     top_g: Tensor
     top_h: Tensor
     dtype: torch.dtype
+    compute: torch.dtype
 
     @classmethod
     def at(cls, g: Tensor, h: Tensor, metric: Metric, eps: float) -> Frame:
@@ -133,25 +135,34 @@ class Frame:
         inv_d = torch.where(d > 1e-300, 1.0 / d.clamp_min(1e-300), torch.zeros_like(d))
         eig_g, eig_h = torch.linalg.eigvalsh(mg), torch.linalg.eigvalsh(mh)
         condition = float(torch.maximum(eig_g[..., -1] / eig_g[..., 0], eig_h[..., -1] / eig_h[..., 0]).max())
-        return cls(g=g64, h=h64, metric=metric, mg=mg, mh=mh, mg_inv=mg_inv, mh_inv=mh_inv, sg_inv=sg_inv,
-                   sh_inv=sh_inv, l1=q1.transpose(-1, -2) @ mh_mhalf, l2=mg_mhalf @ q2, inv_d=inv_d,
-                   condition=condition, top_g=eig_g[..., -1], top_h=eig_h[..., -1], dtype=g.dtype)
+        c = torch.float64
+        return cls(g=g64.to(c), h=h64.to(c), metric=metric, mg=mg.to(c), mh=mh.to(c), mg_inv=mg_inv.to(c),
+                   mh_inv=mh_inv.to(c), sg_inv=sg_inv.to(c), sh_inv=sh_inv.to(c),
+                   l1=(q1.transpose(-1, -2) @ mh_mhalf).to(c), l2=(mg_mhalf @ q2).to(c), inv_d=inv_d.to(c),
+                   condition=condition, top_g=eig_g[..., -1], top_h=eig_h[..., -1], dtype=g.dtype, compute=c)
+
+    def computing_in(self, dtype: torch.dtype) -> Frame:
+        """The same frame, applied in ``dtype``."""
+        names = ("g", "h", "mg", "mh", "mg_inv", "mh_inv", "sg_inv", "sh_inv", "l1", "l2", "inv_d")
+        return replace(self, compute=dtype, **{n: getattr(self, n).to(dtype) for n in names})
 
     def inner(self, xg: Tensor, xh: Tensor, yg: Tensor, yh: Tensor) -> Tensor:
         """The metric :math:`\\langle x, y\\rangle` of each block, accumulated in float64: shape ``(B,)``."""
-        xg, xh, yg, yh = (t.double() for t in (xg, xh, yg, yh))
-        return ((xg @ self.mg) * yg).sum(dim=(-1, -2)) + ((xh @ self.mh) * yh).sum(dim=(-1, -2))
+        xg, xh, yg, yh = (t.to(self.compute) for t in (xg, xh, yg, yh))
+        f64 = torch.float64
+        return ((xg @ self.mg) * yg).sum(dim=(-1, -2), dtype=f64) + ((xh @ self.mh) * yh).sum(dim=(-1, -2), dtype=f64)
 
     def horizontal(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
         """The metric-orthogonal projection onto the horizontal space."""
-        xg, xh = xg.double(), xh.double()
+        xg, xh = xg.to(self.compute), xh.to(self.compute)
         r = self.mh @ xh.transpose(-1, -2) @ self.h - self.g.transpose(-1, -2) @ xg @ self.mg
         lam = self.l1.transpose(-1, -2) @ ((self.l1 @ r @ self.l2) * self.inv_d) @ self.l2.transpose(-1, -2)
         return (xg + self.g @ lam).to(self.dtype), (xh - self.h @ lam.transpose(-1, -2)).to(self.dtype)
 
     def riemannian(self, dg: Tensor, dh: Tensor) -> tuple[Tensor, Tensor]:
         """The metric's gradient from the Euclidean one (the Riesz map)."""
-        return (dg.double() @ self.mg_inv).to(self.dtype), (dh.double() @ self.mh_inv).to(self.dtype)
+        c = self.compute
+        return (dg.to(c) @ self.mg_inv).to(self.dtype), (dh.to(c) @ self.mh_inv).to(self.dtype)
 
     def exact_correction(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
         """``theta + xi - exp_theta(xi)`` for GL(1) blocks, whose geodesics are known in closed form.
@@ -161,15 +172,16 @@ class Frame:
         :math:`\\xi_g/g = \\xi_h/h`); the geodesic ends where :math:`1 + 2\\xi_g/g` reaches 0, and so does the map.
         """
         def one(x: Tensor, base: Tensor) -> Tensor:
-            b = x.double() / base
+            x = x.to(self.compute)
+            b = x / base
             moved = base * torch.exp(b) if self.metric == "inv" else base * (1 + 2 * b).clamp_min(0).sqrt()
-            return (base + x.double() - moved).to(self.dtype)
+            return (base + x - moved).to(self.dtype)
         return one(xg, self.g), one(xh, self.h)
 
     def half_christoffel(self, xg: Tensor, xh: Tensor) -> tuple[Tensor, Tensor]:
         """Half the Christoffel term, :math:`\\frac12\\Gamma(\\xi, \\xi)`: the perturbed block is
         :math:`\\theta + \\xi - \\frac12\\Gamma`."""
-        g, h, xg, xh = self.g, self.h, xg.double(), xh.double()
+        g, h, xg, xh = self.g, self.h, xg.to(self.compute), xh.to(self.compute)
         if self.metric == "inv":
             def one(x: Tensor, base: Tensor, s_inv: Tensor) -> Tensor:
                 sym = x.transpose(-1, -2) @ base
@@ -302,6 +314,8 @@ class GeodesicSpace(WeightSpace):
             if eps == 0:
                 _check_rank(keys, g0, h0)
             frame = Frame.at(g0, h0, self.metric, eps)
+            if _well_conditioned(frame.condition, g0.dtype):
+                frame = frame.computing_in(g0.dtype)
             groups.append(_Group(keys, g_side, h_side, frame))
         return groups
 
@@ -382,6 +396,15 @@ def _restack(per_block: list[list[_Slot]]) -> list[_Slot]:
     return out
 
 
+# Largest metric condition number times the working precision's epsilon for which the per-iteration
+# products run in that precision: their relative error is about that product.
+_WORKING_PRECISION_BUDGET = 1e-5
+
+
+def _well_conditioned(condition: float, dtype: torch.dtype) -> bool:
+    return condition * torch.finfo(dtype).eps <= _WORKING_PRECISION_BUDGET
+
+
 def _check_rank(keys: list[str], g: Tensor, h: Tensor) -> None:
     for name, x in (("G", g), ("H", h)):
         s = torch.linalg.svdvals(x.double())
@@ -436,17 +459,22 @@ class GeodesicBall:
     def _norm_and_slack(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The metric norm and a bound on how much rounding ``x`` times a factor <= 1 can add to it."""
         x = x.reshape(-1)
-        free = [x[a:b] for a, b in self.space.free_runs]
-        total = torch.zeros((), dtype=torch.float64, device=x.device)
-        if free:
-            total = total + torch.stack([torch.linalg.vector_norm(t, dtype=torch.float64) for t in free]).square().sum()
+        total = self._free_square(x)
         slack = total.clone()
         for grp, xg, xh in self._blocks(x):
             total = total + grp.frame.inner(xg, xh, xg, xh).sum()
-            squares = (xg.double().square().sum(dim=(-1, -2)) * grp.frame.top_g
-                       + xh.double().square().sum(dim=(-1, -2)) * grp.frame.top_h)
+            squares = (xg.square().sum(dim=(-1, -2), dtype=torch.float64) * grp.frame.top_g
+                       + xh.square().sum(dim=(-1, -2), dtype=torch.float64) * grp.frame.top_h)
             slack = slack + squares.sum()
         return total.sqrt(), slack.sqrt() * self.eps
+
+    def _free_square(self, x: Tensor) -> Tensor:
+        """The squared L2 norm of the entries outside every block, in float64."""
+        x = x.reshape(-1)
+        free = [x[a:b] for a, b in self.space.free_runs]
+        if not free:
+            return torch.zeros((), dtype=torch.float64, device=x.device)
+        return torch.stack([torch.linalg.vector_norm(t, dtype=torch.float64) for t in free]).square().sum()
 
     def _rescale(self, x: Tensor) -> Tensor:
         norm, slack = self._norm_and_slack(x)
@@ -470,11 +498,13 @@ class GeodesicBall:
         """:math:`P(x + \\eta\\, d / \\|d\\|_\\theta)` with :math:`d` the horizontal Riemannian gradient."""
         d = g.clone()
         views = self.space.views(d)
+        square = self._free_square(g)
         for grp, dg, dh in self._blocks(g):
             rg, rh = grp.frame.horizontal(*grp.frame.riemannian(dg, dh))
             grp.g.write(views, rg)
             grp.h.write(views, rh)
-        length = self.norm(d).clamp_min(torch.finfo(torch.float64).tiny)
+            square = square + grp.frame.inner(rg, rh, rg, rh).sum()
+        length = square.sqrt().clamp_min(torch.finfo(torch.float64).tiny)
         return self._rescale(torch.add(x, d * (step / length).to(d.dtype)))
 
     def combine(self, a: Tensor, b: Tensor, weight: float) -> Tensor:
@@ -487,8 +517,8 @@ class GeodesicBall:
         views = space.views(x)
         for grp, zg, zh in self._blocks(x):  # covariance M^-1 in each block: isotropic in the metric
             f = grp.frame
-            grp.g.write(views, (zg.double() @ torch.linalg.cholesky(f.mg_inv).transpose(-1, -2)).to(zg.dtype))
-            grp.h.write(views, (zh.double() @ torch.linalg.cholesky(f.mh_inv).transpose(-1, -2)).to(zh.dtype))
+            grp.g.write(views, (zg.double() @ torch.linalg.cholesky(f.mg_inv.double()).mT).to(zg.dtype))
+            grp.h.write(views, (zh.double() @ torch.linalg.cholesky(f.mh_inv.double()).mT).to(zh.dtype))
         x = self.horizontal(x * space.active)
         dims = max(1, space.numel - space.vertical_dims)
         radius = self.radius * torch.rand((), generator=generator, device=x.device, dtype=torch.float64) ** (1 / dims)
