@@ -5,6 +5,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+SYSTEM  := $(VENV)/.system
+# Debian packages some tests use: Chromium renders the HTML report, dataset-fashion-mnist holds Fashion-MNIST.
+DEBIAN_PACKAGES := chromium dataset-fashion-mnist
 
 .PHONY: demo test lint typecheck pytest clean
 
@@ -15,6 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
+# Installed when this runs as root on a Debian-like system; elsewhere the tests that need them skip, naming
+# the command that installs them.
+$(SYSTEM):
+	@mkdir -p $(VENV)
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(DEBIAN_PACKAGES) >/dev/null) \
+	  || echo "warning: apt-get could not install $(DEBIAN_PACKAGES); the tests that need them skip"; \
+	else \
+	  echo "note: not root or no apt-get: tests needing $(DEBIAN_PACKAGES) skip (apt-get install $(DEBIAN_PACKAGES))"; \
+	fi
+	@touch $@
+
 demo: $(STAMP)
 	$(BIN)/python -m sharpness.demo
 
@@ -24,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SYSTEM)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
+
+
+def needs_system_part(path: Path, what: str, package: str) -> pytest.MarkDecorator:
+    """Skip unless ``path`` exists; the reason names the Debian package that provides it (one rule for all)."""
+    return pytest.mark.skipif(not path.exists(),
+                              reason=f"{what} not installed ({path} missing): apt-get install {package}")
+
+
+def _fashion_file() -> Path:
+    from sharpness.zoo.datasets import FASHION_MNIST_ROOT
+
+    return FASHION_MNIST_ROOT / "t10k-images-idx3-ubyte.gz"
+
+
+needs_fashion_mnist = needs_system_part(_fashion_file(), "Fashion-MNIST", "dataset-fashion-mnist")
+needs_chromium = needs_system_part(Path("/usr/bin/chromium"), "headless Chromium", "chromium")
 
 
 class Quadratic(nn.Module):

@@ -18,6 +18,7 @@ from PIL import Image
 from sharpness import Spec, stats
 from sharpness.errors import SharpnessError
 from sharpness.study.report import analyse, family, format_tau_table, write_report
+from testkit import needs_chromium
 
 EVIL = "<script>alert(1)</script>"
 EVIL_ERROR = 'RuntimeError: <img src=x onerror="alert(2)">'
@@ -158,11 +159,7 @@ def test_report_rejects_unknown_columns(tmp_path, kwargs, match):
         write_report(study_table(), tmp_path, **kwargs)
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="headless Chromium not installed (/usr/bin/chromium missing; Debian: apt-get install chromium): "
-    "the report render test is skipped",
-)
+@needs_chromium
 def test_report_renders_in_headless_chromium(report, tmp_path):
     shot = tmp_path / "shot.png"
     command = [

@@ -17,7 +17,6 @@ from sharpness import SharpnessError
 from sharpness.zoo.datasets import (
     DATASETS,
     FASHION_MNIST_CLASSES,
-    FASHION_MNIST_ROOT,
     MNIST1D_ARGS,
     DataBundle,
     from_tensors,
@@ -25,11 +24,9 @@ from sharpness.zoo.datasets import (
     load,
     read_idx,
 )
+from testkit import needs_fashion_mnist
 
-HAS_FASHION = (FASHION_MNIST_ROOT / "t10k-images-idx3-ubyte.gz").exists()
-needs_fashion = pytest.mark.skipif(
-    not HAS_FASHION, reason=f"Fashion-MNIST not in {FASHION_MNIST_ROOT}: apt-get install dataset-fashion-mnist"
-)
+needs_fashion = needs_fashion_mnist
 
 BBC = ("business", "entertainment", "politics", "sports", "tech")
 

@@ -18,6 +18,7 @@ import sharpness.zoo.train as train_module
 from sharpness import SharpnessError, Spec, measure
 from sharpness.zoo import cli, grid, inputs, load
 from sharpness.zoo.checkpoint import CARD, WEIGHTS
+from testkit import needs_fashion_mnist
 
 
 def tiny_mnist1d(**axes: list) -> dict:
@@ -139,6 +140,7 @@ def test_mnist1d_zoo(tmp_path: Path) -> None:
     assert card["hp"]["arch"] == "cnn1d" and card["hp"]["augment"] == "medium"
 
 
+@needs_fashion_mnist
 @pytest.mark.parametrize("name", ["fmnist_resnet", "fmnist_vit"])
 def test_fashion_mnist_zoos(tmp_path: Path, name: str) -> None:
     cfg = grid.load_config(name, reduced=True)
