@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from sharpness.errors import SharpnessError
 
 # Modules that each define ``register(subparsers: argparse._SubParsersAction) -> None``.
-GROUPS = ("sharpness.measure_cli", "sharpness.zoo.cli", "sharpness.study.cli", "sharpness.toy.cli", "sharpness.bench")
+GROUPS = ("sharpness.measure_cli", "sharpness.zoo.cli", "sharpness.study.cli", "sharpness.toy.cli",
+          "sharpness.bench_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

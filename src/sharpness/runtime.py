@@ -1,17 +1,17 @@
-"""Process-wide torch settings as contexts that restore what they change."""
+"""Process-wide torch settings as contexts that restore what they change (torch is imported on entry,
+so the command line can import this without paying for torch)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
-import torch
-
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (``None`` keeps the setting), then restore it.
 
+    >>> import torch
     >>> before = torch.get_num_threads()
     >>> with torch_threads(1):
     ...     torch.get_num_threads()
@@ -19,6 +19,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
     >>> torch.get_num_threads() == before
     True
     """
+    import torch
+
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(int(n))
@@ -34,10 +36,13 @@ def tf32(enabled: bool) -> Iterator[None]:
 
     cuDNN allows TF32 convolutions by default, so exact float32 must switch them off.
 
+    >>> import torch
     >>> with tf32(False):
     ...     torch.backends.cudnn.allow_tf32
     False
     """
+    import torch
+
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:

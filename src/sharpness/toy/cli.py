@@ -41,8 +41,7 @@ Writes DIR/diagonal.json and DIR/diagonal.png. Example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``toy logistic`` and ``toy diagonal``."""
-    from sharpness.toy.diagonal import DiagonalConfig
-    from sharpness.toy.logistic import LogisticConfig
+    from sharpness.toy.configs import DiagonalConfig, LogisticConfig
 
     toy = subparsers.add_parser(
         "toy",

@@ -45,12 +45,11 @@ from torch import Tensor, nn
 
 from sharpness.errors import SharpnessError
 from sharpness.measure import measure
-from sharpness.spec import Geometry, Norm, Scaling, SecondOrder, Spec
+from sharpness.spec import Geometry, Norm, Scaling, Spec
 from sharpness.symmetry import Block, Piece
-from sharpness.toy import option
+from sharpness.toy.configs import DiagonalConfig, Trainer
 
 Target = Literal["sparse", "dense"]
-Trainer = Literal["gd", "flow"]
 
 
 class DiagonalNet(nn.Module):
@@ -311,42 +310,6 @@ def train(data: Regression, alphas: Tensor, trainer: Trainer = "gd", target_loss
 
 
 # ------------------------------------------------------------------ experiment
-@dataclass(frozen=True)
-class DiagonalConfig:
-    """One run of the diagonal-network experiment (defaults: a few minutes on 2 CPU cores)."""
-
-    n: int = option(40, "training examples (n < d)")
-    d: int = option(100, "input dimension")
-    sparsity: float = option(0.9, "fraction of zero entries of the sparse target")
-    n_nets: int = option(50, "networks, one per initialisation scale alpha")
-    alpha_min: float = option(1e-3, "smallest alpha (rich regime)")
-    alpha_max: float = option(10.0, "largest alpha (kernel regime)")
-    scale_spread: float = option(4.0, "random-scales task: feature scales log-uniform in [1/s, s]")
-    support_scale: float = option(0.25, "weak-support task: scale of the features the target uses")
-    rho_standard: float = option(0.05, "radius of the standard L2 ball")
-    rho_adaptive: float = option(0.1, "radius of the elementwise-adaptive L2 ball")
-    rho_inv: float = option(0.1, "radius of the geodesic ball, inv metric")
-    rho_mix: float = option(0.1, "radius of the geodesic ball, mix metric")
-    geodesic_map: SecondOrder = option("exact", "geodesic: exact geodesics (closed form for GL(1)) or the "  # noqa: RUF009
-                                       "second-order map of attention ('blocks')")
-    n_draws: int = option(400, "average case: noise draws (antithetic pairs)")
-    n_iters: int = option(20, "worst case: Auto-PGD iterations")
-    n_restarts: int = option(2, "worst case: Auto-PGD searches from random starts")
-    n_lanczos: int = option(50, "eigen case: at most this many Lanczos steps")
-    trainer: Trainer = option("gd", "gd: gradient descent, adaptive step; flow: exact gradient-flow limit")  # noqa: RUF009
-    target_loss: float = option(1e-5, "gd: train until the train loss is at most this")
-    seed: int = option(0, "seed of the data and of the measurements")
-
-    def tasks(self) -> dict[str, dict[str, Any]]:
-        """The data distributions compared: unit-norm columns, then unwhitened feature scales."""
-        return {
-            "sparse": {"target": "sparse"},
-            "dense": {"target": "dense"},
-            "sparse_random_scales": {"target": "sparse", "scale_spread": self.scale_spread},
-            "sparse_weak_support": {"target": "sparse", "support_scale": self.support_scale},
-        }
-
-
 MEASURES = ("l1_norm", "l2_norm", "hessian_trace", "adaptive_trace", "worst_standard", "worst_adaptive",
             "worst_geodesic_inv", "worst_geodesic_mix", "average_standard", "average_adaptive", "eigen_standard",
             "eigen_adaptive")

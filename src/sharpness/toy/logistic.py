@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from sharpness.errors import SharpnessError
 from sharpness.measure import measure
 from sharpness.spec import Scaling, Spec
-from sharpness.toy import option
+from sharpness.toy.configs import LogisticConfig
 
 Radius = Literal["standard", "elementwise", "norm"]
 RADII: dict[Radius, Scaling] = {"standard": "standard", "elementwise": "elementwise", "norm": "filterwise"}
@@ -148,31 +148,6 @@ def worst_case_one_example(w: Tensor, x: Tensor, y: Tensor, rho: float, radius: 
 
 
 # ----------------------------------------------------------------- experiment
-@dataclass(frozen=True)
-class LogisticConfig:
-    """The run of the paper's notebook: d = 100, n = 50, noise 0.025, GD with step 5 for 100 steps."""
-
-    d: int = option(100, "input dimension")
-    n: int = option(50, "training examples (even)")
-    n_test: int = option(1000, "test examples (even)")
-    noise: float = option(0.025, "standard deviation of the class noise")
-    lr: float = option(5.0, "gradient-descent step")
-    steps: int = option(100, "gradient-descent steps")
-    rho: float = option(0.5, "radius of the L2 ball (norm radius: rho * ||w||_2)")
-    n_alphas: int = option(30, "number of scale factors alpha")
-    log2_alpha_min: float = option(-10.0, "log2 of the smallest alpha")
-    log2_alpha_max: float = option(10.0, "log2 of the largest alpha")
-    n_iters: int = option(50, "m = n: Auto-PGD iterations")
-    n_starts: int = option(5, "m = n: random starts, each one measure() call")
-    seed: int = option(0, "seed of the data, the initialisation and the random starts")
-
-    def alphas(self) -> list[float]:
-        """``n_alphas`` log-spaced factors in ``[2^min, 2^max]`` (the notebook: 30 in [2^-10, 2^10])."""
-        k = self.n_alphas - 1
-        span = self.log2_alpha_max - self.log2_alpha_min
-        return [2.0 ** (self.log2_alpha_min + span * i / max(k, 1)) for i in range(self.n_alphas)]
-
-
 def sharpness_m_n(model: LinearClassifier, data: GaussianClasses, rho: float, radius: Radius, logit_norm: bool,
                   n_iters: int, n_starts: int, seed: int = 0) -> dict[str, Any]:
     """m = n worst case through :func:`~sharpness.measure`: the zero start and ``n_starts`` random starts."""

@@ -11,16 +11,21 @@ from typing import Any
 from sharpness.errors import SharpnessError
 
 
+def _packaged_config_names() -> list[str]:
+    from importlib import resources
+
+    folder = resources.files("sharpness.zoo") / "configs"
+    return [Path(str(p)).stem for p in folder.iterdir() if str(p).endswith(".yaml")]
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``zoo`` command group."""
-    from sharpness.zoo.grid import packaged_configs
-
     zoo = subparsers.add_parser(
         "zoo", help="train or inspect model zoos",
         description="Model zoos: populations of trained networks that differ in their training hyper-parameters, "
                     "each saved as a folder with model.safetensors and card.json (metrics included).")
     sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="SUBCOMMAND")
-    ready = ", ".join(sorted(packaged_configs()))
+    ready = ", ".join(sorted(_packaged_config_names()))
     train = sub.add_parser(
         "train", help="train every model of a grid config (resumable)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
