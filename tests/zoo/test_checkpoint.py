@@ -144,6 +144,50 @@ def test_card_writing_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert not (tmp_path / "new.json").exists()
 
 
+SAVE_FOREVER = """
+import sys, torch
+from sharpness.zoo import build, save
+model = build({"name": "mlp", "kwargs": {"in_shape": [1, 40], "n_classes": 10, "hidden": [256, 256]}})
+i = 0
+print("ready", flush=True)
+while True:
+    save(f"{sys.argv[1]}/m{i % 3}", model, {"arch": {"name": "mlp", "kwargs": {}}, "i": i})
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.17, 0.31, 0.52])
+def test_a_model_folder_is_complete_whenever_its_writer_is_killed(tmp_path: Path, delay: float) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    folders = [p for p in tmp_path.iterdir() if checkpoint.visible(p, tmp_path)]
+    for folder in folders:  # complete: weights and card, readable
+        assert sorted(f.name for f in folder.iterdir()) == ["card.json", "model.safetensors"], folder
+        assert len(read_weights(folder / "model.safetensors")) == 6
+        assert "i" in json.loads((folder / "card.json").read_text())
+
+
+def test_a_failed_save_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build({"name": "mlp", "kwargs": {"in_shape": [1, 4], "n_classes": 2, "hidden": [3]}})
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "write_json_atomic", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save(tmp_path / "m", model, {"arch": {"name": "mlp", "kwargs": {}}})
+    assert not (tmp_path / "m").exists()
+    assert list((tmp_path / checkpoint.PARTIAL).iterdir()) == []
+
+
 @pytest.mark.parametrize(("change", "same"), [
     ({}, True), ({"seed": 1}, False), ({"data": "digits"}, False), ({"hp": {"lr": 0.2}}, False),
     ({"hp": {"lr": 0.1, "wd": 0.0}}, False), ({"arch": {"kwargs": {"w": 2}, "name": "mlp"}}, True),

@@ -134,6 +134,25 @@ def _check_zoo(folders: list[Path], shifts: list[str], n: int) -> dict:
     return card
 
 
+def test_cards_record_their_provenance_and_leftover_partials_are_cleared(tmp_path: Path) -> None:
+    import datetime
+    import os
+    import socket
+
+    import torch
+
+    (tmp_path / ".partial" / "stale.x").mkdir(parents=True)  # as a killed run leaves it
+    cfg = tiny_mnist1d(arch=["mlp"])
+    [folder] = grid.train_grid(cfg, tmp_path, progress=False)
+    prov = json.loads((folder / "card.json").read_text())["provenance"]
+    assert prov["pid"] == os.getpid() and prov["host"] == socket.gethostname()
+    assert prov["torch"] == torch.__version__ and prov["device"] == "cpu" and prov["deterministic"] is True
+    assert 0 < prov["seconds"] < 600
+    started = datetime.datetime.fromisoformat(prov["started"])
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 600
+    assert not (tmp_path / ".partial").exists() or list((tmp_path / ".partial").iterdir()) == []
+
+
 def test_mnist1d_zoo(tmp_path: Path) -> None:
     cfg = tiny_mnist1d(arch=["cnn1d"], augment=["medium"])
     card = _check_zoo(grid.train_grid(cfg, tmp_path, progress=False), cfg["shifts"], 16)

@@ -359,7 +359,9 @@ def resolve_zoo(source: ZooSource, folder: Path, progress: bool = True) -> list[
     else:
         if not source.path.is_dir():
             raise SharpnessError(f"zoo folder {str(source.path)!r} (config line {source.line}) does not exist")
-        paths = sorted(p.parent for p in source.path.rglob("card.json"))
+        from sharpness.zoo.checkpoint import visible
+
+        paths = sorted(p.parent for p in source.path.rglob("card.json") if visible(p, source.path))
     if not paths:
         raise SharpnessError(f"no model folder (with card.json) found for the zoo at {str(source.path)!r}")
     return _unique([ModelRef(_card_id(Path(p)), folder=str(Path(p).resolve())) for p in paths])

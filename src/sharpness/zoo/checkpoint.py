@@ -4,7 +4,8 @@ The card (DESIGN.md section 4) holds ``id``, ``arch`` (what :func:`sharpness.zoo
 needs), ``hp``, ``seed``, ``metrics``, ``data``, ``epochs``, ``wall_time`` and ``versions``.
 Weights are stored with safetensors in the model's dtype (or a smaller one the card records
 as ``weights_dtype``); a model saved on the CPU reloads bit for bit. The card is written
-last and atomically, so a folder with a ``card.json`` is always complete.
+into a partial folder that is renamed into place when complete (:func:`folder_atomically`), so a
+model folder is always complete, whenever the process that writes it is killed.
 
 Model ids are stable: the architecture name and 10 hex digits of a SHA-256 over the
 configured architecture, the hyper-parameters that differ from their defaults, the
@@ -19,10 +20,13 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +101,41 @@ def save(folder: str | os.PathLike[str], model: nn.Module, card: dict[str, Any],
     if weights_dtype is not None and weights_dtype not in DTYPES:
         raise SharpnessError(f"weights_dtype must be one of {sorted(DTYPES)}, got {weights_dtype!r}")
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     dtype = DTYPES[weights_dtype] if weights_dtype else None
-    save_file(_unique_state(model, dtype), str(out / WEIGHTS), metadata={"format": "pt"})
     card = {**card, "dtype": _float_dtype(model), **({"weights_dtype": weights_dtype} if weights_dtype else {})}
-    write_json_atomic(out / CARD, card)
+    with folder_atomically(out) as partial:
+        save_file(_unique_state(model, dtype), str(partial / WEIGHTS), metadata={"format": "pt"})
+        write_json_atomic(partial / CARD, card)
     return out
+
+
+# Partial model folders are built here, under the zoo, and renamed into place when complete; listings skip
+# every path with a component that starts with a dot.
+PARTIAL = ".partial"
+
+
+@contextlib.contextmanager
+def folder_atomically(folder: Path) -> Iterator[Path]:
+    """A fresh folder to fill; renamed to ``folder`` when the block completes, removed if it raises.
+
+    A process killed at any instant leaves ``folder`` either absent, as it was, or complete.
+    """
+    staging = folder.parent / PARTIAL
+    staging.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=staging, prefix=f"{folder.name}."))
+    try:
+        yield partial
+        if folder.exists():  # an earlier, complete copy is replaced whole
+            shutil.rmtree(folder)
+        os.replace(partial, folder)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def visible(path: Path, root: Path) -> bool:
+    """Whether ``path`` (below ``root``) lies outside every hidden folder, such as the partial folders."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _float_dtype(model: nn.Module) -> str:

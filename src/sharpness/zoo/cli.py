@@ -67,7 +67,7 @@ def cards(folder: Path) -> list[dict[str, Any]]:
     """The cards of every model folder directly under ``folder``, sorted by id."""
     if not folder.is_dir():
         raise SharpnessError(f"{str(folder)!r} is not a folder")
-    found = [json.loads(p.read_text()) for p in sorted(folder.glob("*/card.json"))]
+    found = [json.loads(p.read_text()) for p in sorted(folder.glob("*/card.json")) if not p.parent.name.startswith(".")]
     return sorted(found, key=lambda c: str(c.get("id")))
 
 

@@ -38,9 +38,11 @@ atomically, so an interrupted run leaves no folder that looks finished.
 from __future__ import annotations
 
 import copy
+import datetime
 import itertools
 import os
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -52,7 +54,7 @@ import torch
 
 from sharpness.errors import SharpnessError
 from sharpness.runtime import torch_threads
-from sharpness.zoo.checkpoint import CARD, DTYPES, model_id, save, write_json_atomic
+from sharpness.zoo.checkpoint import CARD, DTYPES, PARTIAL, folder_atomically, model_id, save, write_json_atomic
 from sharpness.zoo.train import TrainConfig
 
 KEYS = {"name", "description", "cost", "mode", "data", "shifts", "severity", "ood_sets", "archs", "arch", "hp", "axes",
@@ -219,6 +221,8 @@ def train_grid(config: dict[str, Any] | str | os.PathLike[str], out: str | os.Pa
     jobs = expand(cfg)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    # Partial folders left by a killed run are never complete models: start them afresh.
+    shutil.rmtree(root / PARTIAL, ignore_errors=True)
     write_json_atomic(root / "grid.json", {**cfg, "reduced": reduced, "n_models": len(jobs)})
     todo = [j for j in jobs if not (root / j.id / CARD).is_file()]
     if todo:
@@ -258,6 +262,8 @@ def _run_job(job: Job, cfg: dict[str, Any], bundle: Any, ood: dict[str, Any], fo
     from sharpness.zoo.models import build, complete_arch
     from sharpness.zoo.train import noisy_labels, train
 
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
     in_shape = tuple(bundle.train.x.shape[1:]) if isinstance(bundle.train.x, torch.Tensor) else None
     arch = complete_arch(job.arch, in_shape, bundle.n_classes, bundle.mean, bundle.std)
     importing = cfg.get("mode") == "import"
@@ -283,8 +289,25 @@ def _run_job(job: Job, cfg: dict[str, Any], bundle: Any, ood: dict[str, Any], fo
     start = time.perf_counter()
     card["metrics"] = evaluate(model, bundle, train_labels=train_labels, ood=ood)
     card.update(eval_time=round(time.perf_counter() - start, 3), device=str(device), versions=versions())
+    card["provenance"] = provenance(started, time.perf_counter() - clock, device)
     if importing:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / CARD, card)
+        with folder_atomically(folder) as partial:
+            write_json_atomic(partial / CARD, card)
     else:
         save(folder, model, card, weights_dtype)
+
+
+def provenance(started: str, seconds: float, device: torch.device) -> dict[str, Any]:
+    """Where and how a model was made: the process (host, pid), when, how long, with what, deterministically or not.
+
+    Training is deterministic on one machine with one torch build and thread count (seeded; CPU kernels);
+    on CUDA only with ``torch.use_deterministic_algorithms(True)``, which is recorded.
+    """
+    import socket
+
+    import sharpness
+
+    deterministic = device.type == "cpu" or torch.are_deterministic_algorithms_enabled()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "seconds": round(seconds, 3),
+            "torch": torch.__version__, "sharpness": sharpness.__version__, "device": str(device),
+            "threads": torch.get_num_threads(), "deterministic": deterministic}
