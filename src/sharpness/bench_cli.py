@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sharpness.lazy import command
+
 MODELS = ("cnn", "resnet18", "vit")
 CASE_NAMES = ("worst-linf", "worst-l2", "average-l2")
 CLOCK_NAMES = ("wall", "process")
@@ -47,10 +49,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "interleaved, best of --repeats."),
         epilog="example: sharpness bench --model cnn --width 16 --batches 2 --m 64 --json cpu.json")
     add_arguments(p)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=command("sharpness.bench:run"))
 
-
-def _run(args: argparse.Namespace) -> int:
-    from sharpness.bench import run
-
-    return run(args)

@@ -24,3 +24,18 @@ def attributes(package: str, table: dict[str, str]) -> Callable[[str], Any]:
         return getattr(loaded, attr) if attr else loaded
 
     return resolve
+
+
+def command(target: str) -> Callable[..., Any]:
+    """The function ``"module:function"``, imported when first called (a command's heavy imports wait for it).
+
+    >>> command("math:sqrt")(4.0)
+    2.0
+    """
+    module, _, name = target.partition(":")
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    run.__qualname__ = run.__name__ = name
+    return run

@@ -8,8 +8,10 @@ killed node) is retried up to ``resources.max_retries`` times by Ray, and record
 ``failed`` after that. Rows are written by the driver as tasks finish, one
 transaction each, so killing the driver loses only the tasks in flight.
 
-Workers import ``sharpness`` and read the model folders by path: on a multi-machine
-cluster, install the package on every node and keep the zoo on a shared file system.
+The driver reads each model folder once, puts its weights and card in the object store and hands
+that one copy to every task of the model: workers need no shared file system, only ``sharpness`` (and
+the dataset the cards name, for the measurement's inputs). A factory model (``zoo: {csv: ...}``) is built
+by the factory in the worker.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from sharpness.study.config import Resources
 from sharpness.study.runner import Unit, compute_unit, failed_row
+from sharpness.zoo.checkpoint import read_folder
 
 
 def execute_ray(
@@ -44,7 +47,11 @@ def execute_ray(
         task = ray.remote(compute_unit).options(
             num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=resources.max_retries
         )
-        pending = {task.remote(unit): unit for unit in units}
+        shipped: dict[str, Any] = {}  # model folder -> object ref of its content, put once
+        for unit in units:
+            if unit.ref.folder is not None and unit.ref.folder not in shipped:
+                shipped[unit.ref.folder] = ray.put(read_folder(unit.ref.folder))
+        pending = {task.remote(unit, shipped.get(unit.ref.folder or "")): unit for unit in units}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

@@ -22,6 +22,7 @@ the rest. A unit that raises is stored as ``failed`` with its error, and the run
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -31,7 +32,7 @@ import itertools
 import json
 import socket
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,8 +131,8 @@ def run(
     folder = Path(out) if out is not None else Path("runs") / cfg.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_COPY).write_text(cfg.text)
-    with torch_threads(cfg.eval.threads), Store(folder / DATABASE) as store:
-        units = plan(resolve_zoo(cfg.zoo, folder, progress), cfg)
+    with torch_threads(cfg.eval.threads), _ray_session(backend, address), Store(folder / DATABASE) as store:
+        units = plan(resolve_zoo(cfg.zoo, folder, progress, backend, address), cfg)
         store.set_plan([{"key": u.key, "model": u.ref.id, "spec": str(u.spec), "ref": u.ref.describe()} for u in units])
         statuses = store.statuses()
         todo = [u for u in units if statuses.get(u.key) is None or (retry_failed and statuses[u.key] == "failed")]
@@ -192,6 +193,24 @@ def _expand_targets(targets: tuple[str, ...] | None, columns: Iterable[str]) -> 
 
 
 # ---------------------------------------------------------------- executors
+@contextlib.contextmanager
+def _ray_session(backend: Backend, address: str | None) -> Iterator[None]:
+    """One Ray connection for the whole run (training the zoo, then measuring), closed if opened here."""
+    if backend != "ray":
+        yield
+        return
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def execute_local(units: list[Unit], write: Callable[[dict[str, Any]], None]) -> None:
     """Compute ``units`` in this process; each model is loaded once for all its definitions."""
     for _, group in itertools.groupby(units, key=lambda u: u.ref):
@@ -206,11 +225,14 @@ def execute_local(units: list[Unit], write: Callable[[dict[str, Any]], None]) ->
             write(measure_unit(unit, model, card, data))
 
 
-def compute_unit(unit: Unit) -> dict[str, Any]:
-    """Load, measure and describe one unit as a row; never raises for the unit's own errors."""
+def compute_unit(unit: Unit, content: tuple[bytes | None, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Load, measure and describe one unit as a row; never raises for the unit's own errors.
+
+    ``content``: the model folder's weights and card, sent by the driver (no shared file system needed).
+    """
     with torch_threads(unit.eval.threads):
         try:
-            model, card, data = load_unit_inputs(unit)
+            model, card, data = load_unit_inputs(unit, content)
         except Exception as e:
             return failed_row(unit, e)
         return measure_unit(unit, model, card, data)
@@ -267,11 +289,21 @@ def _identity(unit: Unit) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------ model and data
-def load_unit_inputs(unit: Unit) -> tuple[nn.Module, dict[str, Any], Data]:
-    """The unit's model (on the evaluation device), its card and the ``(X, Y)`` it is measured on."""
+def load_unit_inputs(unit: Unit, content: tuple[bytes | None, dict[str, Any]] | None = None,
+                     ) -> tuple[nn.Module, dict[str, Any], Data]:
+    """The unit's model (on the evaluation device), its card and the ``(X, Y)`` it is measured on.
+
+    ``content`` (weights bytes, card) stands in for the unit's model folder when given.
+    """
     device = resolve_device(unit.eval.device)
     ref = unit.ref
-    if ref.folder is not None:
+    if content is not None:
+        from sharpness.zoo.checkpoint import decode
+
+        weights, card = content
+        model = decode(weights, card)
+        data = _inputs(card, unit.eval)
+    elif ref.folder is not None:
         from sharpness.zoo import load
 
         model, card = load(ref.folder)
@@ -346,8 +378,9 @@ def _to_device(data: Data, device: torch.device) -> Data:
 
 
 # ----------------------------------------------------------- zoo and plan
-def resolve_zoo(source: ZooSource, folder: Path, progress: bool = True) -> list[ModelRef]:
-    """The models of a study, in a stable order (training them first for a ``config`` zoo)."""
+def resolve_zoo(source: ZooSource, folder: Path, progress: bool = True, backend: Backend = "local",
+                address: str | None = None) -> list[ModelRef]:
+    """The models of a study, in a stable order (training them first for a ``config`` zoo, on ``backend``)."""
     if source.kind == "csv":
         return _csv_refs(source)
     if source.kind == "config":
@@ -355,7 +388,8 @@ def resolve_zoo(source: ZooSource, folder: Path, progress: bool = True) -> list[
             raise SharpnessError(f"zoo config {str(source.path)!r} (config line {source.line}) does not exist")
         from sharpness.zoo.grid import train_grid
 
-        paths = train_grid(source.path, folder / source.out, progress=progress, reduced=source.reduced)
+        paths = train_grid(source.path, folder / source.out, progress=progress, reduced=source.reduced,
+                           backend=backend, address=address)
     else:
         if not source.path.is_dir():
             raise SharpnessError(f"zoo folder {str(source.path)!r} (config line {source.line}) does not exist")

@@ -94,19 +94,45 @@ def save(folder: str | os.PathLike[str], model: nn.Module, card: dict[str, Any],
         weights_dtype: store floating-point weights in this dtype (e.g. ``"float16"``);
             they reload in the model's dtype. ``None`` keeps them exact.
     """
-    from safetensors.torch import save_file
+    weights, full = encode(model, card, weights_dtype)
+    return write_folder(Path(folder), weights, full)
+
+
+def encode(model: nn.Module, card: dict[str, Any], weights_dtype: str | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The model folder's content in memory: safetensors bytes and the card (with ``dtype`` added).
+
+    This is what a remote worker sends back, so that the driver alone writes folders.
+    """
+    from safetensors.torch import save
 
     if "arch" not in card:
         raise SharpnessError(f"a card needs 'arch' to rebuild the model; got keys {sorted(card)}")
     if weights_dtype is not None and weights_dtype not in DTYPES:
         raise SharpnessError(f"weights_dtype must be one of {sorted(DTYPES)}, got {weights_dtype!r}")
-    out = Path(folder)
     dtype = DTYPES[weights_dtype] if weights_dtype else None
     card = {**card, "dtype": _float_dtype(model), **({"weights_dtype": weights_dtype} if weights_dtype else {})}
-    with folder_atomically(out) as partial:
-        save_file(_unique_state(model, dtype), str(partial / WEIGHTS), metadata={"format": "pt"})
+    return save(_unique_state(model, dtype), metadata={"format": "pt"}), card
+
+
+def write_folder(folder: Path, weights: bytes | None, card: dict[str, Any]) -> Path:
+    """Write a model folder atomically from its content (``weights=None``: a card-only, imported model)."""
+    with folder_atomically(folder) as partial:
+        if weights is not None:
+            (partial / WEIGHTS).write_bytes(weights)
         write_json_atomic(partial / CARD, card)
-    return out
+    return folder
+
+
+def decode(weights: bytes | None, card: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """The network of a model folder's content held in memory (as :func:`load` rebuilds it from the folder)."""
+    from safetensors.torch import load as load_bytes
+
+    from sharpness.zoo.models import build
+
+    model = build(card["arch"], pretrained=weights is None).to(DTYPES[card.get("dtype", "float32")])
+    if weights is not None:
+        load_state(model, load_bytes(weights), f"the weights of {card.get('id', 'a model')}")
+    return model.to(device).eval()
 
 
 # Partial model folders are built here, under the zoo, and renamed into place when complete; listings skip
@@ -215,3 +241,9 @@ def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> 
     if weights.is_file():
         load_state(model, read_weights(weights), str(weights))
     return model.to(device).eval(), card
+
+
+def read_folder(folder: str | os.PathLike[str]) -> tuple[bytes | None, dict[str, Any]]:
+    """A model folder's content in memory (weights bytes or ``None``, card), to ship to a remote worker."""
+    weights = Path(folder) / WEIGHTS
+    return (weights.read_bytes() if weights.is_file() else None), read_card(folder)

@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="apply the config's `reduced:` block (smaller data and grid, for a CPU)")
     train.add_argument("--device", default=None, help="torch device (default: the config's, else cuda if present)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help="local: one model after another here; ray: one Ray task per model, with the config's "
+                            "resources: {num_cpus, num_gpus, max_retries} (default: local)")
+    train.add_argument("--address", default=None,
+                       help="Ray cluster to join ('auto' for the one `ray start --head` runs here; default: start a "
+                            "local one)")
     train.set_defaults(func=_train)
     show = sub.add_parser(
         "list", help="summarise the model cards in a folder",
@@ -58,9 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from sharpness.zoo.grid import train_grid
 
-    folders = train_grid(args.config, args.out, progress=not args.quiet, reduced=args.reduced, device=args.device)
-    print(f"{len(folders)} models in {args.out}")
-    return 0
+    folders = train_grid(args.config, args.out, progress=not args.quiet, reduced=args.reduced, device=args.device,
+                         backend=args.backend, address=args.address)
+    failures = args.out / "failures.json"
+    failed = json.loads(failures.read_text()) if failures.is_file() else {}
+    print(f"{len(folders)} models in {args.out}" + (f"; {len(failed)} failed (see {failures})" if failed else ""))
+    return 1 if failed else 0
 
 
 def cards(folder: Path) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ A grid config (YAML or a dict)::
     ood_sets:                                          # other datasets' test splits as OOD sets (optional)
       hans: {name: hans, options: {}, classes: {non-entailment: [neutral, contradiction]}}
     cpu_threads: 1                                     # intra-op threads on the CPU (default: torch's)
+    resources: {num_cpus: 1, num_gpus: 0, max_retries: 3}  # per model with --backend ray
     reduced: {data: {options: {n_train: 500}}}         # deep-merged over the config by --reduced
 
 ``hp`` keys that are :class:`~sharpness.zoo.train.TrainConfig` fields drive training; ``arch``
@@ -40,25 +41,28 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import json
 import os
 import platform
 import shutil
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from sharpness.errors import SharpnessError
 from sharpness.runtime import torch_threads
-from sharpness.zoo.checkpoint import CARD, DTYPES, PARTIAL, folder_atomically, model_id, save, write_json_atomic
+from sharpness.zoo.checkpoint import CARD, DTYPES, PARTIAL, model_id, write_folder, write_json_atomic
 from sharpness.zoo.train import TrainConfig
 
 KEYS = {"name", "description", "cost", "mode", "data", "shifts", "severity", "ood_sets", "archs", "arch", "hp", "axes",
-        "seeds", "device", "cpu_threads", "weights_dtype", "reduced"}
+        "seeds", "device", "cpu_threads", "weights_dtype", "reduced", "resources"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 
 
@@ -209,34 +213,128 @@ def versions() -> dict[str, str]:
 
 
 def train_grid(config: dict[str, Any] | str | os.PathLike[str], out: str | os.PathLike[str], progress: bool = True,
-               reduced: bool = False, device: str | None = None) -> list[Path]:
-    """Train and evaluate every model of a grid into ``out/<model id>/``; returns the folders.
+               reduced: bool = False, device: str | None = None, backend: Backend = "local",
+               address: str | None = None) -> list[Path]:
+    """Train and evaluate every model of a grid into ``out/<model id>/``; returns the complete folders.
 
-    Folders with a ``card.json`` are skipped, so an interrupted grid resumes where it stopped.
-    ``out/grid.json`` records the resolved config that was run.
+    Folders with a ``card.json`` are skipped, so an interrupted grid resumes where it stopped; every
+    folder is written atomically, by this process alone. ``out/grid.json`` records the resolved config;
+    a model whose training raises is listed with its error in ``out/failures.json`` and the grid goes on.
+
+    Args:
+        backend: ``"local"`` (one model after another in this process) or ``"ray"``: one Ray task per
+            model with the config's ``resources`` (``num_cpus``, ``num_gpus``, ``max_retries`` for tasks
+            whose worker dies); workers send back the weights and card, so no shared file system is needed.
+        address: the Ray cluster (``"auto"``, ``"ray://host:10001"``); ``None`` uses the Ray instance of
+            this process, or starts a local one.
     """
-    from tqdm.auto import tqdm
-
+    if backend not in ("local", "ray"):
+        raise SharpnessError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
     cfg = load_config(config, reduced)
     jobs = expand(cfg)
+    resources = zoo_resources(cfg)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     # Partial folders left by a killed run are never complete models: start them afresh.
     shutil.rmtree(root / PARTIAL, ignore_errors=True)
     write_json_atomic(root / "grid.json", {**cfg, "reduced": reduced, "n_models": len(jobs)})
     todo = [j for j in jobs if not (root / j.id / CARD).is_file()]
-    if todo:
-        from sharpness.zoo.evaluation import load_data
+    failures = _Failures(root / FAILURES)
 
+    def finished(job: Job, content: tuple[bytes | None, dict[str, Any]] | None, error: str | None) -> None:
+        if content is not None:
+            write_folder(root / job.id, *content)
+        failures.record(job.id, error)
+
+    if todo:  # the data are the grid's, not a model's: a missing dataset stops here, before any training
+        grid_data(cfg)
+    if todo and backend == "local":
+        _train_here(todo, cfg, device, progress, finished)
+    elif todo:
+        from sharpness.zoo.ray_training import train_on_ray
+
+        train_on_ray(train_model, todo, cfg, device, resources, address, finished, progress)
+    return [root / j.id for j in jobs if (root / j.id / CARD).is_file()]
+
+
+Backend = Literal["local", "ray"]
+FAILURES = "failures.json"
+
+
+class _Failures:
+    """``failures.json``: model id -> the error its training raised (cleared when it later succeeds)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.errors: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def record(self, model: str, error: str | None) -> None:
+        if error is None and model not in self.errors:
+            return
+        if error is None:
+            del self.errors[model]
+        else:
+            self.errors[model] = error
+            print(f"zoo: training {model} failed: {error}", file=sys.stderr)
+        write_json_atomic(self.path, self.errors)
+
+
+def _train_here(todo: list[Job], cfg: dict[str, Any], device: str | None, progress: bool,
+                finished: Callable[[Job, tuple[bytes | None, dict[str, Any]] | None, str | None], None]) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(todo, desc=f"zoo {cfg.get('name', '')}", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(job.id)
+        try:
+            content = train_model(job, cfg, device, progress)
+        except Exception as e:  # the model's own failure; KeyboardInterrupt stops the grid
+            finished(job, None, f"{type(e).__name__}: {e}")
+            continue
+        finished(job, content, None)
+
+
+def zoo_resources(cfg: dict[str, Any]) -> dict[str, float]:
+    """The grid's per-model Ray request: ``resources: {num_cpus: 1, num_gpus: 0, max_retries: 3}``."""
+    given = cfg.get("resources") or {}
+    if not isinstance(given, dict) or set(given) - {"num_cpus", "num_gpus", "max_retries"}:
+        raise SharpnessError(f"resources: expected keys num_cpus, num_gpus, max_retries, got {given!r}")
+    out = {"num_cpus": 1.0, "num_gpus": 0.0, "max_retries": 3, **given}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SharpnessError(f"resources.{key} must be a number >= 0, got {value!r}")
+    return out
+
+
+_DATA: dict[str, tuple[Any, dict[str, Any]]] = {}
+
+
+def grid_data(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The grid's dataset and OOD sets, built once per process (a Ray worker trains several models)."""
+    from sharpness.zoo.checkpoint import canonical
+    from sharpness.zoo.evaluation import load_data
+
+    key = canonical({k: cfg.get(k) for k in ("data", "shifts", "severity", "ood_sets")})
+    if key not in _DATA:
+        _DATA.clear()
         bundle = load_data(cfg["data"]["name"], cfg["data"].get("options"))
-        ood = ood_sets(cfg, bundle)
-        dev = _device(cfg, device)
-        bar = tqdm(todo, desc=f"zoo {cfg.get('name', '')}", disable=not progress)
-        with torch_threads(cfg.get("cpu_threads") if dev.type == "cpu" else None):
-            for job in bar:
-                bar.set_postfix_str(job.id)
-                _run_job(job, cfg, bundle, ood, root / job.id, dev, progress)
-    return [root / j.id for j in jobs]
+        _DATA[key] = (bundle, ood_sets(cfg, bundle))
+    return _DATA[key]
+
+
+def train_model(job: Job, cfg: dict[str, Any], device: str | None = None,
+                progress: bool = False) -> tuple[bytes | None, dict[str, Any]]:
+    """Train and evaluate one model of a grid in this process: its weights (safetensors bytes; ``None`` for an
+    imported model) and its card, with the provenance of this process."""
+    from sharpness.zoo.checkpoint import encode
+
+    bundle, ood = grid_data(cfg)
+    dev = _device(cfg, device)
+    with torch_threads(cfg.get("cpu_threads") if dev.type == "cpu" else None):
+        model, card = _run_job(job, cfg, bundle, ood, dev, progress)
+    if cfg.get("mode") == "import":
+        return None, card
+    return encode(model, card, cfg.get("weights_dtype"))
 
 
 def ood_sets(cfg: dict[str, Any], bundle: Any) -> dict[str, Any]:
@@ -256,8 +354,8 @@ def ood_sets(cfg: dict[str, Any], bundle: Any) -> dict[str, Any]:
     return sets
 
 
-def _run_job(job: Job, cfg: dict[str, Any], bundle: Any, ood: dict[str, Any], folder: Path, device: torch.device,
-             progress: bool) -> None:
+def _run_job(job: Job, cfg: dict[str, Any], bundle: Any, ood: dict[str, Any], device: torch.device,
+             progress: bool) -> tuple[nn.Module, dict[str, Any]]:
     from sharpness.zoo.evaluation import as_inputs, evaluate
     from sharpness.zoo.models import build, complete_arch
     from sharpness.zoo.train import noisy_labels, train
@@ -290,11 +388,7 @@ def _run_job(job: Job, cfg: dict[str, Any], bundle: Any, ood: dict[str, Any], fo
     card["metrics"] = evaluate(model, bundle, train_labels=train_labels, ood=ood)
     card.update(eval_time=round(time.perf_counter() - start, 3), device=str(device), versions=versions())
     card["provenance"] = provenance(started, time.perf_counter() - clock, device)
-    if importing:
-        with folder_atomically(folder) as partial:
-            write_json_atomic(partial / CARD, card)
-    else:
-        save(folder, model, card, weights_dtype)
+    return model, card
 
 
 def provenance(started: str, seconds: float, device: torch.device) -> dict[str, Any]:
