@@ -21,16 +21,7 @@ import torch
 
 from sharpness import Spec, measure
 from sharpness.runtime import torch_threads
-from sharpness.symmetry import act, find_blocks
-
-
-def reparametrised(model: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
-    out = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    for block in find_blocks(out):
-        a = scale * torch.randn(block.heads, block.head_dim, block.head_dim, generator=g, dtype=torch.float64)
-        act(out, block, a)
-    return out
+from sharpness.symmetry import find_blocks, reparametrised
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -284,3 +284,19 @@ def act(model: nn.Module, block: Block, a: torch.Tensor) -> None:
         for piece in pieces:
             view = piece.view(params[piece.param], block.heads, block.head_dim)
             view.copy_(view @ right.to(view.dtype))
+
+
+def reparametrised(model: nn.Module, scale: float = 1.0, seed: int = 0, fold_bias: bool = True) -> nn.Module:
+    """A copy of ``model`` with every block moved by its own random ``A = scale * N(0, 1)`` per head.
+
+    The copy computes the same function (up to rounding), so any measure invariant to the symmetry
+    must give it the same value: the check the tests and ``benchmarks/geodesic_invariance.py`` make.
+    """
+    import copy
+
+    out = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    for block in find_blocks(out, fold_bias):
+        a = scale * torch.randn(block.heads, block.head_dim, block.head_dim, generator=g, dtype=torch.float64)
+        act(out, block, a)
+    return out

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sharpness import SharpnessError, Spec, measure
-from sharpness.symmetry import Block, Piece, act, describe_blocks, find_blocks
+from sharpness.symmetry import Block, Piece, describe_blocks, find_blocks, reparametrised
 from sharpness.toy.diagonal import DiagonalNet
 from sharpness.zoo.models import SimpleViT
 from testkit import assert_restored, classification_data, mlp, snapshot
@@ -129,15 +129,6 @@ MODELS = {  # name -> (model and batches, expected blocks)
     "bert": (bert, 4),
     "vit-hf": (vit_hf, 2),
 }
-
-
-def reparametrised(model: nn.Module, scale: float, seed: int = 0) -> nn.Module:
-    out = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    for block in find_blocks(out):
-        a = scale * torch.randn(block.heads, block.head_dim, block.head_dim, generator=g, dtype=torch.float64)
-        act(out, block, a)
-    return out
 
 
 def spec(geometry: str, **kw: object) -> Spec:

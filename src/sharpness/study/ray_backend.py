@@ -36,14 +36,11 @@ def execute_ray(
         address: a running cluster (``"auto"``, ``"ray://host:10001"``, ...); ``None`` uses
             the Ray instance already initialised in this process, or starts a local one.
     """
-    import ray
+    from sharpness.ray_tasks import finished, session
 
     if not units:
         return
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    try:
+    with session(address) as ray:
         task = ray.remote(compute_unit).options(
             num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=resources.max_retries
         )
@@ -52,15 +49,5 @@ def execute_ray(
             if unit.ref.folder is not None and unit.ref.folder not in shipped:
                 shipped[unit.ref.folder] = ray.put(read_folder(unit.ref.folder))
         pending = {task.remote(unit, shipped.get(unit.ref.folder or "")): unit for unit in units}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                unit = pending.pop(ref)
-                try:
-                    row = ray.get(ref)
-                except ray.exceptions.RayError as e:  # the worker died more often than max_retries
-                    row = failed_row(unit, e)
-                write(row)
-    finally:
-        if started:
-            ray.shutdown()
+        for unit, row, died in finished(pending):
+            write(row if died is None else failed_row(unit, died))

@@ -32,7 +32,7 @@ import itertools
 import json
 import socket
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,22 +193,13 @@ def _expand_targets(targets: tuple[str, ...] | None, columns: Iterable[str]) -> 
 
 
 # ---------------------------------------------------------------- executors
-@contextlib.contextmanager
-def _ray_session(backend: Backend, address: str | None) -> Iterator[None]:
+def _ray_session(backend: Backend, address: str | None) -> contextlib.AbstractContextManager[Any]:
     """One Ray connection for the whole run (training the zoo, then measuring), closed if opened here."""
     if backend != "ray":
-        yield
-        return
-    import ray
+        return contextlib.nullcontext()
+    from sharpness.ray_tasks import session
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
+    return session(address)
 
 
 def execute_local(units: list[Unit], write: Callable[[dict[str, Any]], None]) -> None:

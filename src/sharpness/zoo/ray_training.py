@@ -33,30 +33,24 @@ def _train_task(train: Train, job: Any, cfg: dict[str, Any], device: str | None)
 def train_on_ray(train: Train, todo: list[Any], cfg: dict[str, Any], device: str | None,
                  resources: dict[str, float], address: str | None, finished: Finished, progress: bool = True) -> None:
     """Train the jobs ``todo`` as Ray tasks; ``finished(job, content, error)`` is called here as each ends."""
-    import ray
     from tqdm.auto import tqdm
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    try:
+    from sharpness.ray_tasks import finished as as_finished
+    from sharpness.ray_tasks import session
+
+    with session(address) as ray:
         task = ray.remote(_train_task).options(
             name="train_model", num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"],
             max_retries=int(resources["max_retries"]))
         shared = ray.put(cfg)  # one copy of the config in the object store for every task
         pending = {task.remote(train, job, shared, device): job for job in todo}
         with tqdm(total=len(todo), desc=f"zoo {cfg.get('name', '')} (ray)", disable=not progress) as bar:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    job = pending.pop(ref)
-                    try:
-                        out = ray.get(ref)
-                    except ray.exceptions.RayError as e:  # the worker died more often than max_retries
-                        finished(job, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                    else:
-                        finished(job, None, out) if isinstance(out, str) else finished(job, out, None)
-                    bar.update(1)
-    finally:
-        if started:
-            ray.shutdown()
+            for job, out, died in as_finished(pending):
+                if died is not None:
+                    first = str(died).splitlines()[0] if str(died) else ""
+                    finished(job, None, f"{type(died).__name__}: {first}")
+                elif isinstance(out, str):
+                    finished(job, None, out)
+                else:
+                    finished(job, out, None)
+                bar.update(1)
