@@ -299,6 +299,9 @@ def _prepare_batches(data: Any, spec: Spec, device: torch.device) -> list[Batch]
         for t in batch.tensors():
             if t.device != device:
                 raise SharpnessError(f"batch {i} has a tensor on {t.device}, but the model is on {device}")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise SharpnessError(f"batch {i} holds non-finite values (NaN or inf) in a tensor of shape "
+                                     f"{tuple(t.shape)}: clean the data first")
     return batches
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from sharpness.errors import SharpnessError
-from sharpness.runtime import torch_threads
+from sharpness.runtime import device_named, torch_threads
 from sharpness.spec import Spec
 
 SPEC_HELP = (
@@ -63,25 +65,50 @@ def run_measure(args: argparse.Namespace) -> int:
     from sharpness.measure import measure
 
     specs = [Spec.parse(text) for text in args.spec]
+    if args.threads is not None and args.threads < 1:
+        raise SharpnessError(f"--threads: expected >= 1, got {args.threads}")
+    device = device_named(args.device, "--device")
+    if args.json is not None:
+        check_writable(args.json, "--json")
     if not (args.model / "card.json").is_file():
         raise SharpnessError(f"{str(args.model)!r} is not a model folder: it has no card.json")
     model, card = zoo.load(args.model)
     x, y = zoo.inputs(card, args.split)
-    device = torch.device(args.device)
     model = model.to(device, dtype=torch.float64) if args.float64 else model.to(device)
     x, y = _to(x, device, torch.float64 if args.float64 else None), y.to(device)
     records: list[dict[str, Any]] = []
     print(f"{'spec':<52} {'value':>12} {'stderr':>10} {'err incr':>9} {'radius':>10} {'s':>7}")
-    for spec in specs:
-        with torch_threads(args.threads):
-            res = measure(model, (x, y), spec)
-        records.append({"model": card.get("id", str(args.model)), **res.to_dict()})
-        print(f"{spec!s:<52} {res.value:>12.6g} {_fmt(res.stderr):>10} {_fmt(res.error_increase):>9} "
-              f"{_fmt(res.radius):>10} {res.seconds:>7.2f}")
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=2))
-        print(f"wrote {args.json}")
+    try:
+        for spec in specs:
+            with torch_threads(args.threads):
+                res = measure(model, (x, y), spec)
+            records.append({"model": card.get("id", str(args.model)), **res.to_dict()})
+            print(f"{spec!s:<52} {res.value:>12.6g} {_fmt(res.stderr):>10} {_fmt(res.error_increase):>9} "
+                  f"{_fmt(res.radius):>10} {res.seconds:>7.2f}")
+    except KeyboardInterrupt:  # keep what finished; the model itself is already restored
+        _write(args.json, records)
+        print(f"sharpness: interrupted after {len(records)} of {len(specs)} definitions"
+              + (f"; wrote them to {args.json}" if args.json else ""), file=sys.stderr)
+        return 130
+    _write(args.json, records)
     return 0
+
+
+def _write(path: Path | None, records: list[dict[str, Any]]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(records, indent=2))
+        print(f"wrote {path}")
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Fail before any work when ``path`` could not be written at the end."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise SharpnessError(f"{option}: {str(path)!r} is a folder, not a file")
+    if not parent.is_dir():
+        raise SharpnessError(f"{option}: the folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SharpnessError(f"{option}: {str(path)!r} is not writable")
 
 
 def _to(x: Any, device: Any, dtype: Any) -> Any:

@@ -155,7 +155,15 @@ def check_clean_output(logits: torch.Tensor, batch: Batch, index: int, logit_nor
     if logit_norm and (logits.dim() < 2 or logits.shape[-1] < 2):
         raise SharpnessError(f"logit_norm needs outputs with K >= 2 classes, got output shape {tuple(logits.shape)}")
     target = batch.target
-    if not default or target.is_floating_point():
+    if not default:
+        return
+    if target.is_floating_point():
+        if target.shape != logits.shape:  # class probabilities are the one float target cross-entropy takes
+            raise SharpnessError(
+                f"batch {index}: the default cross-entropy takes integer class targets of shape "
+                f"{tuple(logits.shape[:-1])} or class probabilities of shape {tuple(logits.shape)}; got float targets "
+                f"of shape {tuple(target.shape)} (pass loss_fn=, e.g. torch.nn.functional.mse_loss, for regression)"
+            )
         return
     if logits.dim() == 0 or logits.shape[0] != len(batch):
         raise SharpnessError(f"batch {index}: the model returned {tuple(logits.shape)} for {len(batch)} targets")
@@ -166,6 +174,9 @@ def check_clean_output(logits: torch.Tensor, batch: Batch, index: int, logit_nor
         )
     k = logits.shape[-1]
     valid = target[target != IGNORE_INDEX]
+    if target.numel() and not valid.numel():
+        raise SharpnessError(f"batch {index}: every target is {IGNORE_INDEX} (ignored by the cross-entropy), so its "
+                             "loss is undefined; keep at least one real target per m-batch")
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= k):
         raise SharpnessError(
             f"batch {index}: targets must lie in [0, {k - 1}] for {k} logits, got values in "

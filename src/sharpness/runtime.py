@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
+
+from sharpness.errors import SharpnessError
 
 
 @contextlib.contextmanager
@@ -49,3 +52,32 @@ def tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def device_named(name: str, what: str = "device") -> Any:
+    """The torch device ``name`` names (``"auto"``: the first GPU if there is one, else the CPU), checked:
+    a malformed name or a device this torch build cannot use is a :class:`SharpnessError` naming ``what``.
+
+    >>> str(device_named("cpu"))
+    'cpu'
+    >>> device_named("gpu0", "--device")
+    Traceback (most recent call last):
+    ...
+    sharpness.errors.SharpnessError: --device: 'gpu0' is not a torch device (e.g. cpu, cuda, cuda:1, mps, auto)
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SharpnessError(f"{what}: {name!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps, auto)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise SharpnessError(f"{what}: {name!r} is not available: this machine has {count} CUDA device(s) "
+                                 f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SharpnessError(f"{what}: {name!r} is not available on this machine")
+    return device

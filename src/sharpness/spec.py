@@ -362,9 +362,8 @@ def _split_pairs(tail: str, text: str) -> list[tuple[str, str]]:
         key = tail[i:eq].strip()
         j = eq + 1
         if tail[j : j + 1] == '"':
-            value, end = json.JSONDecoder().raw_decode(tail, j)
+            value, j = _quoted(tail, j, key, text)
             raw = json.dumps(value)
-            j = end
         else:
             end = tail.find(",", j)
             j = len(tail) if end < 0 else end
@@ -374,6 +373,20 @@ def _split_pairs(tail: str, text: str) -> list[tuple[str, str]]:
             raise SharpnessError(f"expected ',' after {key}=... in {text!r}")
         i = j + 1
     return pairs
+
+
+def _quoted(tail: str, start: int, key: str, text: str) -> tuple[str, int]:
+    """A quoted value at ``tail[start]`` and where it ends: JSON (as the canonical form writes it), else the
+    characters up to the next quote as typed, so that a regular expression's backslashes need no doubling
+    (``params="^(fc|head)\\."``)."""
+    try:
+        value, end = json.JSONDecoder().raw_decode(tail, start)
+        return str(value), end
+    except json.JSONDecodeError:
+        close = tail.find('"', start + 1)
+        if close < 0:
+            raise SharpnessError(f"unterminated quote in the value of {key} in {text!r}") from None
+        return tail[start + 1 : close], close + 1
 
 
 def _parse_value(key: str, raw: str, annotation: str, text: str) -> Any:

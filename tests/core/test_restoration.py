@@ -111,6 +111,9 @@ def bad_inputs() -> list[tuple[str, object, object, Spec, str]]:
         ("X and Y lengths differ", mlp(), (x, y[:10]), spec.replace(m=8, n_examples=8), "same number"),
         ("data is not iterable", mlp(), 3, spec, "int"),
         ("targets of the wrong shape", mlp(), [(x, y[:, None])], spec, "shape"),
+        ("float class targets", mlp(), [(x, y.double())], spec, "integer class targets of shape (32,)"),
+        ("every target ignored", mlp(), [(x, torch.full_like(y, -100))], spec, "every target is -100"),
+        ("NaN in the inputs", mlp(), [(torch.where(x > 2, math.nan, x), y)], spec, "non-finite values"),
     ]
 
 

@@ -89,6 +89,21 @@ def test_parse_rejects_bad_strings(text: str) -> None:
         Spec.parse(text)
 
 
+@pytest.mark.parametrize(("text", "params"), [
+    (r'worst-l2:rho=1,params="^(fc|head)\."', r"^(fc|head)\."),     # a regex as typed: backslashes kept
+    (r'worst-l2:rho=1,params="^(fc|head)\\."', r"^(fc|head)\."),   # the canonical (JSON) form of the same
+    ('worst-l2:rho=1,params="a, b",m=64', "a, b"),
+])
+def test_quoted_values_read_as_json_or_as_typed(text: str, params: str) -> None:
+    spec = Spec.parse(text)
+    assert spec.params == params and Spec.parse(str(spec)) == spec
+
+
+def test_an_unterminated_quote_is_named() -> None:
+    with pytest.raises(SharpnessError, match="unterminated quote in the value of params"):
+        Spec.parse('worst-l2:rho=1,params="abc')
+
+
 def test_frozen_and_unknown_json_field() -> None:
     s = Spec(case="worst", norm="l2", rho=0.1)
     with pytest.raises(AttributeError):

@@ -196,3 +196,16 @@ def test_christoffel_step_is_equivariant_and_keeps_the_product_invariant(block: 
     g2, h2 = stepped(moved(block))
     assert close(g2, g1 @ torch.linalg.inv(block["a"]), 1e-9)
     assert close(g2 @ h2.transpose(-1, -2), g1 @ h1.transpose(-1, -2), 1e-9)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_christoffel_term_is_quadratically_homogeneous_and_zero_at_zero(block: dict, metric: str) -> None:
+    """v(t xi) is the point at time t of the geodesic with velocity xi: Gamma(t xi, t xi) = t^2 Gamma(xi, xi)."""
+    f = Frame.at(block["g"], block["h"], metric, 0.0)
+    cg, ch = f.half_christoffel(block["xg"], block["xh"])
+    for t in (0.5, -2.0, 3.0):
+        tg, th = f.half_christoffel(t * block["xg"], t * block["xh"])
+        assert close(tg, t * t * cg) and close(th, t * t * ch)
+    zg, zh = f.half_christoffel(0 * block["xg"], 0 * block["xh"])
+    assert float(zg.abs().max()) == 0 and float(zh.abs().max()) == 0
+

@@ -356,10 +356,11 @@ def import_factory(path: str) -> Callable[[dict[str, str]], Any]:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is the first GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"`` is the first GPU when there is one, else the CPU; other names are checked."""
+    from sharpness.runtime import device_named
+
+    resolved: torch.device = device_named(device, "eval.device")
+    return resolved
 
 
 def _to_device(data: Data, device: torch.device) -> Data:

@@ -174,7 +174,13 @@ def read_card(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / CARD
     if not path.is_file():
         raise SharpnessError(f"{str(folder)!r} is not a model folder: {CARD} is missing")
-    card: dict[str, Any] = json.loads(path.read_text())
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SharpnessError(f"{str(path)!r} is not valid JSON ({e}); the folder is damaged: train or copy it again"
+                             ) from None
+    if not isinstance(card, dict) or "arch" not in card:
+        raise SharpnessError(f"{str(path)!r} is not a model card: it needs an object with 'arch'")
     return card
 
 
@@ -191,7 +197,10 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors reports a damaged or foreign file in several ways
+            raise SharpnessError(f"{str(path)!r} is not a safetensors file ({type(e).__name__}: {e})") from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler's refusals come in several types
