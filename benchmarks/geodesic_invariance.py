@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      params=args.params) for k in ("flat", "inv", "mix")}
     report: dict[str, Any] = {"model": "all-MiniLM-L6-v2 + linear head", "blocks": len(find_blocks(base)),
                               "settings": vars(args), "dtypes": {}}
-    for dtype in (torch.float32, torch.float64):
+    for dtype in (getattr(torch, name) for name in args.dtypes):
         model = copy.deepcopy(base).to(dtype)
         data = [({k: v for k, v in x.items()}, y) for x, y in batches]
         ref = {k: measure(model, data, s).value for k, s in specs.items()}
@@ -56,10 +56,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{dtype!s:>14} a={scale:<6g} logits {change:.1e}  "
                   + "  ".join(f"{k} {abs(values[k] / ref[k] - 1):.1e}" for k in specs))
         report["dtypes"][str(dtype)] = {"values": ref, "rows": rows}
-    f32, f64 = (report["dtypes"][str(t)]["values"] for t in (torch.float32, torch.float64))
-    report["float32_vs_float64"] = {k: abs(f32[k] / f64[k] - 1) for k in f32}
-    print("unreparametrised, float32 vs float64: "
-          + "  ".join(f"{k} {v:.1e}" for k, v in report["float32_vs_float64"].items()))
+    if len(report["dtypes"]) == 2:
+        f32, f64 = (report["dtypes"][str(t)]["values"] for t in (torch.float32, torch.float64))
+        report["float32_vs_float64"] = {k: abs(f32[k] / f64[k] - 1) for k in f32}
+        print("unreparametrised, float32 vs float64: "
+              + "  ".join(f"{k} {v:.1e}" for k, v in report["float32_vs_float64"].items()))
     return report
 
 
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rho", type=float, default=0.05)
     p.add_argument("--scales", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     p.add_argument("--params", default=None, help="regular expression of the perturbed parameters (default: all)")
+    p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=["float32", "float64"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import sharpness
-from sharpness import Spec
+from sharpness import SharpnessError, Spec
 from sharpness.cli import main
 from sharpness.study import load, run, status
 from sharpness.study.runner import unit_key
@@ -184,3 +184,27 @@ def _done_rows(folder: Path) -> int:
             return int(db.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
     except sqlite3.OperationalError:  # the schema is not written yet
         return 0
+
+
+@pytest.mark.parametrize(("targets", "ok"), [("[test_error]", False), ("[test_err, gap, ood, lr]", True),
+                                              ("[metric.train_loss]", True), ("[learning_rate]", False)])
+def test_targets_are_checked_before_any_measurement(tiny_zoo: tuple[Path, Path], tmp_path: Path, targets: str,
+                                                    ok: bool) -> None:
+    config = (f"zoo: {{folder: {tiny_zoo[1]}}}\neval: {{n_examples: 64, m: 64, threads: 1}}\n"
+              f"specs:\n  - worst-linf-elementwise:rho=0.01,n_iters=2\ntargets: {targets}\n")
+    if ok:
+        assert run(config, out=tmp_path / "s", progress=False).ok
+        return
+    with pytest.raises(SharpnessError, match="unknown target"):
+        run(config, out=tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()  # a failed start leaves no half-made study
+
+
+def test_a_missing_dataset_leaves_no_study_folder(tmp_path: Path) -> None:
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("data: {name: cifar10, options: {root: /nonexistent}}\narchs: {a: {name: mlp}}\n"
+                         "hp: {arch: a, epochs: 1}\n")
+    config = f"zoo: {{config: {grid_file}}}\nspecs:\n  - worst-linf-elementwise:rho=0.01,n_iters=2\n"
+    with pytest.raises(SharpnessError, match="cifar"):
+        run(config, out=tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()

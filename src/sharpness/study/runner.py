@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import shutil
 import socket
 import traceback
 from collections.abc import Callable, Iterable
@@ -129,10 +130,27 @@ def run(
         raise SharpnessError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
     cfg = config if isinstance(config, StudyConfig) else load_config(config)
     folder = Path(out) if out is not None else Path("runs") / cfg.name
+    created = not folder.exists()
+    try:
+        todo, counts = _run_in(folder, cfg, backend, address, retry_failed, progress)
+    except BaseException:
+        # A start that failed before producing anything (a missing dataset, a typo in the targets) leaves no
+        # half-made study; trained models are work, and a folder that existed before is the user's: both stay.
+        if created and not any(folder.rglob("card.json")) and not _has_rows(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    export_tables(folder)
+    return RunSummary(folder, counts["total"], counts["done"], counts["failed"], counts["pending"], len(todo))
+
+
+def _run_in(folder: Path, cfg: StudyConfig, backend: Backend, address: str | None, retry_failed: bool,
+            progress: bool) -> tuple[list[Unit], dict[str, int]]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_COPY).write_text(cfg.text)
     with torch_threads(cfg.eval.threads), _ray_session(backend, address), Store(folder / DATABASE) as store:
-        units = plan(resolve_zoo(cfg.zoo, folder, progress, backend, address), cfg)
+        refs = resolve_zoo(cfg.zoo, folder, progress, backend, address)
+        check_targets(cfg.targets, refs)  # a typo is reported now, not by the report after every measurement
+        units = plan(refs, cfg)
         store.set_plan([{"key": u.key, "model": u.ref.id, "spec": str(u.spec), "ref": u.ref.describe()} for u in units])
         statuses = store.statuses()
         todo = [u for u in units if statuses.get(u.key) is None or (retry_failed and statuses[u.key] == "failed")]
@@ -144,9 +162,21 @@ def run(
                 from sharpness.study.ray_backend import execute_ray
 
                 execute_ray(todo, write, cfg.resources, address)
-        counts = store.counts()
-    export_tables(folder)
-    return RunSummary(folder, counts["total"], counts["done"], counts["failed"], counts["pending"], len(todo))
+        return todo, store.counts()
+
+
+def _has_rows(folder: Path) -> bool:
+    """Whether the study database holds any finished unit."""
+    import sqlite3
+
+    path = folder / DATABASE
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return bool(db.execute("SELECT 1 FROM rows LIMIT 1").fetchone())
+    except sqlite3.Error:
+        return True  # unreadable: not ours to delete
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -182,6 +212,31 @@ def report(folder: str | Path, color_by: str | None = None) -> tuple[Path, str]:
     targets = _expand_targets(cfg.targets, df.columns)
     path = write_report(df, folder, color_by=color_by or cfg.color_by, targets=targets)
     return path, format_tau_table(df, targets)
+
+
+def check_targets(targets: tuple[str, ...] | None, refs: list[ModelRef]) -> None:
+    """Every target names a hyper-parameter or metric of the models' cards (checked when all cards are on disk)."""
+    if not targets or any(ref.folder is None for ref in refs):
+        return
+    from sharpness.stats import GAP
+
+    columns: set[str] = set()
+    for ref in refs:
+        card = json.loads((Path(str(ref.folder)) / "card.json").read_text())
+        columns |= {f"hp.{k}" for k in card.get("hp") or {}}
+        columns |= {f"metric.{k}" for k in _flat(card.get("metrics") or {})}
+    for name in targets:
+        if name in ("ood", GAP) or any(c in columns for c in (name, f"metric.{name}", f"hp.{name}")):
+            continue
+        raise SharpnessError(f"unknown target {name!r}: the models' cards have {sorted(columns)}, "
+                             f"and '{GAP}' and 'ood' are always available")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k, v in tree.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
 
 
 def _expand_targets(targets: tuple[str, ...] | None, columns: Iterable[str]) -> list[str] | None:

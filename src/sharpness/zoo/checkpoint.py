@@ -144,19 +144,23 @@ PARTIAL = ".partial"
 def folder_atomically(folder: Path) -> Iterator[Path]:
     """A fresh folder to fill; renamed to ``folder`` when the block completes, removed if it raises.
 
-    A process killed at any instant leaves ``folder`` either absent, as it was, or complete.
+    A process killed at any instant leaves ``folder`` complete (the old copy or the new one) or absent (killed
+    between moving the old copy aside and renaming the new one in: the next run writes it again); never half.
     """
     staging = folder.parent / PARTIAL
     staging.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=staging, prefix=f"{folder.name}."))
+    old = None
     try:
         yield partial
-        if folder.exists():  # an earlier, complete copy is replaced whole
-            shutil.rmtree(folder)
+        if folder.exists():  # an earlier copy moves aside in one rename: deleting it in place is not atomic
+            old = Path(tempfile.mkdtemp(dir=staging, prefix=f"{folder.name}.old."))
+            os.replace(folder, old / folder.name)
         os.replace(partial, folder)
     finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
+        for leftover in (partial, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def visible(path: Path, root: Path) -> bool:
