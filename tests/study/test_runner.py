@@ -208,3 +208,49 @@ def test_a_missing_dataset_leaves_no_study_folder(tmp_path: Path) -> None:
     with pytest.raises(SharpnessError, match="cifar"):
         run(config, out=tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+READER = """
+import sys
+from pathlib import Path
+from sharpness.errors import SharpnessError
+from sharpness.study import load, status
+from sharpness.study.runner import report
+folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+print(status(folder)["done"], len(load(folder)))
+try:
+    report(folder)
+except SharpnessError as e:
+    print("refused:", e)
+path, _ = report(folder, out=out)
+print(path.parent == out, path.is_file())
+"""
+
+
+def test_a_read_only_study_can_be_read_and_reported_elsewhere(study: tuple[str, Path], tmp_path: Path) -> None:
+    import shutil
+    import stat
+    import tempfile
+
+    _, folder = study
+    archive = Path(tempfile.mkdtemp(prefix="ro-study-"))
+    try:
+        shutil.copytree(folder, archive / "s")
+        out = archive / "report"
+        out.mkdir()
+        for p in [archive / "s", *(archive / "s").rglob("*")]:
+            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        # root writes anywhere: without the capability to override file permissions it is bound by them
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run([*prefix, sys.executable, "-c", READER, str(archive / "s"), str(out)],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "MPLCONFIGDIR": str(out)})
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        counts = load(folder)
+        assert lines[0] == f"{int((counts['status'] == 'done').sum())} {len(counts)}"
+        assert lines[1].startswith("refused:") and "--out" in lines[1]
+        assert lines[2] == "True True"
+    finally:
+        for p in [archive, *archive.rglob("*")]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        shutil.rmtree(archive, ignore_errors=True)

@@ -350,3 +350,17 @@ def test_mnli_import_zoo_with_hans(tmp_path: Path) -> None:
         p = model(**enc).softmax(dim=1)
     predicted = (p[:, 0] + p[:, 2] > p[:, 1]).long()  # non-entailment = contradiction + neutral
     assert card["metrics"]["ood.hans_err"] == pytest.approx(float((predicted != torch.tensor([0, 1])).float().mean()))
+
+
+def test_an_axis_typo_is_named_with_the_setting_it_resembles() -> None:
+    cfg = tiny_mnist1d(arch=["mlp"], label_smoothin=[0.0, 0.1])
+    with pytest.raises(SharpnessError, match=r"'label_smoothin' is neither a training setting .* 'label_smoothing'"):
+        grid.expand(grid.load_config(cfg))
+
+
+def test_a_missing_dataset_makes_no_zoo_folder(tmp_path: Path) -> None:
+    cfg = {"data": {"name": "cifar10", "options": {"root": str(tmp_path / "nowhere")}},
+           "archs": {"a": {"name": "mlp"}}, "hp": {"arch": "a", "epochs": 1}}
+    with pytest.raises(SharpnessError, match="cifar"):
+        grid.train_grid(cfg, tmp_path / "zoo", progress=False)
+    assert not (tmp_path / "zoo").exists()

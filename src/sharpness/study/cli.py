@@ -95,6 +95,8 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="hyper-parameter colouring the scatter plots (default: the config's report.color_by)",
     )
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for report.html and figures/ (default: the study folder; needed when it is read-only)")
     p.set_defaults(func=_report)
 
 
@@ -135,7 +137,7 @@ def _report(args: argparse.Namespace) -> int:
     from sharpness.study.runner import report
     from sharpness.study.store import status
 
-    path, tau = report(args.folder, color_by=args.color_by)
+    path, tau = report(args.folder, color_by=args.color_by, out=args.out)
     print(tau)
     print(path)
     counts = status(args.folder)

@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import os
 import shutil
 import socket
 import traceback
@@ -198,10 +199,11 @@ def _writer(store: Store, bar: Any) -> Callable[[dict[str, Any]], None]:
     return write
 
 
-def report(folder: str | Path, color_by: str | None = None) -> tuple[Path, str]:
+def report(folder: str | Path, color_by: str | None = None, out: str | Path | None = None) -> tuple[Path, str]:
     """Write the study's ``report.html`` and figures; returns its path and the τ table as text.
 
-    ``color_by`` and the targets default to the ``report`` and ``targets`` of the config copy.
+    ``color_by`` and the targets default to the ``report`` and ``targets`` of the config copy; ``out`` (default:
+    the study folder) receives the report, so that a read-only study can be reported elsewhere.
     """
     from sharpness.study.report import format_tau_table, write_report
     from sharpness.study.store import load
@@ -210,7 +212,11 @@ def report(folder: str | Path, color_by: str | None = None) -> tuple[Path, str]:
     cfg = load_config(folder / CONFIG_COPY)
     df = load(folder)
     targets = _expand_targets(cfg.targets, df.columns)
-    path = write_report(df, folder, color_by=color_by or cfg.color_by, targets=targets)
+    target = Path(out) if out is not None else folder
+    if out is None and not os.access(folder, os.W_OK):
+        raise SharpnessError(f"the study folder {str(folder)!r} is read-only: write the report elsewhere (--out DIR)")
+    target.mkdir(parents=True, exist_ok=True)
+    path = write_report(df, target, color_by=color_by or cfg.color_by, targets=targets)
     return path, format_tau_table(df, targets)
 
 

@@ -62,6 +62,21 @@ CREATE TABLE IF NOT EXISTS rows (
 """
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that writes nothing, also in a read-only folder or mount (a shared archive).
+
+    ``mode=ro`` still needs the write-ahead log's shared-memory file beside the database; where that cannot
+    be made, the file is opened as immutable, which is right for a study no process is writing.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+
 class Store:
     """The study database at ``path`` (created if missing).
 
@@ -70,8 +85,12 @@ class Store:
         timeout: seconds to wait for a lock held by another connection.
     """
 
-    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+    def __init__(self, path: Path, timeout: float = 60.0, readonly: bool = False) -> None:
         self.path = Path(path)
+        if readonly:
+            self._db = _read_only(self.path)
+            self._db.row_factory = sqlite3.Row
+            return
         # Autocommit mode: every transaction below is explicit.
         self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -192,7 +211,7 @@ def load(folder: str | Path) -> pd.DataFrame:
     path = Path(folder) / "study.sqlite"
     if not path.is_file():
         raise SharpnessError(f"{str(folder)!r} is not a study folder: {path.name} is missing")
-    with Store(path) as store:
+    with Store(path, readonly=True) as store:
         plan = store.plan()
         rows = store.rows([u["key"] for u in plan] if plan else None)
     records = [_record(r) for r in rows]
@@ -207,7 +226,7 @@ def status(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "study.sqlite"
     if not path.is_file():
         raise SharpnessError(f"{str(folder)!r} is not a study folder: {path.name} is missing")
-    with Store(path) as store:
+    with Store(path, readonly=True) as store:
         plan = store.plan()
         failures = [
             {"model": r["model"], "spec": r["spec"], "error": r["error"]}

@@ -47,7 +47,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -161,14 +161,29 @@ def _fill(kwargs: dict[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
                              f"{e}") from e
 
 
-def _check_arch(arch: dict[str, Any]) -> None:
-    """Fail before training when a key is neither a training hyper-parameter nor an argument of the model."""
-    from sharpness.zoo.models import check_kwargs, registry
+def _check_arch(arch: dict[str, Any], from_hp: Iterable[str] = ()) -> None:
+    """Fail before training when a key is neither a training hyper-parameter nor an argument of the model.
+
+    ``from_hp``: the keys that came from the hyper-parameters (``hp`` or an axis) rather than the architecture.
+    """
+    import difflib
+    import inspect
+
+    from sharpness.zoo.models import accepts, check_kwargs, registry
 
     table = registry()
     if not isinstance(arch.get("name"), str) or arch["name"] not in table:
         raise SharpnessError(f"unknown architecture {arch.get('name')!r}; known: {sorted(table)}")
-    check_kwargs(arch["name"], table[arch["name"]], arch["kwargs"])
+    factory = table[arch["name"]]
+    for key in from_hp:
+        if not accepts(factory, key):
+            takes = [k for k in inspect.signature(factory).parameters if k != "self"]
+            close = difflib.get_close_matches(key, [*TRAIN_KEYS, *takes], n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise SharpnessError(
+                f"hyper-parameter {key!r} is neither a training setting nor an argument of architecture "
+                f"{arch['name']!r}{hint} Training settings: {sorted(TRAIN_KEYS)}; {arch['name']!r} takes {takes}")
+    check_kwargs(arch["name"], factory, arch["kwargs"])
 
 
 def expand(cfg: dict[str, Any]) -> list[Job]:
@@ -184,7 +199,7 @@ def expand(cfg: dict[str, Any]) -> list[Job]:
         arch = _arch(cfg, hp.get("arch", cfg.get("arch")))
         arch_hp = {} if importing else {k: v for k, v in hp.items() if k not in TRAIN_KEYS and k != "arch"}
         arch["kwargs"] = _fill({**(arch.get("kwargs") or {}), **arch_hp}, hp)
-        _check_arch(arch)
+        _check_arch(arch, arch_hp)
         train = TrainConfig() if importing else TrainConfig.from_dict({k: v for k, v in hp.items() if k in TRAIN_KEYS})
         chosen = {"arch": hp["arch"]} if isinstance(hp.get("arch"), str) else {}
         recorded = dict(hp) if importing else {**train.to_dict(), **arch_hp, **chosen}
@@ -234,6 +249,8 @@ def train_grid(config: dict[str, Any] | str | os.PathLike[str], out: str | os.Pa
     jobs = expand(cfg)
     resources = zoo_resources(cfg)
     root = Path(out)
+    if not root.exists():  # the data are the grid's: a missing dataset stops here, before any folder is made
+        grid_data(cfg)
     root.mkdir(parents=True, exist_ok=True)
     # Partial folders left by a killed run are never complete models: start them afresh.
     shutil.rmtree(root / PARTIAL, ignore_errors=True)
