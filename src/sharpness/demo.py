@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sharpness.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs") / "demo", help="study folder (default: runs/demo)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
     from sharpness.study.runner import report, run

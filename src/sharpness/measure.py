@@ -109,14 +109,14 @@ def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = No
         raise SharpnessError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if mode not in get_args(Mode):
         raise SharpnessError(f"mode must be one of {list(get_args(Mode))}, got {mode!r}")
-    named = select_parameters(model, spec.params)
+    named = select_parameters(model, spec.params, spec.trainable_only)
     device = _single_device(named)
     _check_finite([p for _, p in named], [n for n, _ in named])
     batches = _prepare_batches(data, spec, device)
     start = time.perf_counter()
     if spec.fold_bn:  # measure a folded copy: the caller's model is never touched
         model = fold_batchnorm(model, batches[0])
-        named = select_parameters(model, spec.params)
+        named = select_parameters(model, spec.params, spec.trainable_only)
     with _borrowed(model, [p for _, p in named], device):
         space = _space(model, named, spec)
         try:

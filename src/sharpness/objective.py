@@ -136,7 +136,11 @@ class Objective:
     logit_norm: bool
 
     def logits(self, batch: Batch) -> torch.Tensor:
+        """The model's output on ``batch``: in the model's dtype, except that half-precision logits are cast to
+        float32, so that the loss, its increase and the search's comparisons are not rounded to a few bits."""
         out = logits_of(self.model(*batch.args, **batch.kwargs))
+        if out.dtype in (torch.float16, torch.bfloat16):
+            out = out.float()
         return normalize_logits(out) if self.logit_norm else out
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -34,8 +34,10 @@ from sharpness.spec import Scaling
 _DIM1_MODULES = ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Conv1D")
 
 
-def select_parameters(model: nn.Module, pattern: str | None) -> list[tuple[str, nn.Parameter]]:
-    """Floating-point parameters whose name matches ``pattern`` (``re.search``).
+def select_parameters(model: nn.Module, pattern: str | None,
+                      trainable_only: bool = False) -> list[tuple[str, nn.Parameter]]:
+    """Floating-point parameters whose name matches ``pattern`` (``re.search``), and with ``trainable_only``
+    only those that require gradients (what an optimizer would train: PEFT adapters, an unfrozen head).
 
     Tied parameters appear once (``named_parameters`` removes duplicates), so
     they are perturbed once.
@@ -44,11 +46,13 @@ def select_parameters(model: nn.Module, pattern: str | None) -> list[tuple[str, 
         (name, p)
         for name, p in model.named_parameters()
         if p.is_floating_point() and (pattern is None or re.search(pattern, name))
+        and (p.requires_grad or not trainable_only)
     ]
     if not chosen:
         names = [n for n, _ in model.named_parameters()]
         shown = names[:8] + (["..."] if len(names) > 8 else [])
-        raise SharpnessError(f"params={pattern!r} selects no floating-point parameter; the model has {shown}")
+        which = " trainable (requires_grad)" if trainable_only else ""
+        raise SharpnessError(f"params={pattern!r} selects no{which} floating-point parameter; the model has {shown}")
     return chosen
 
 

@@ -123,6 +123,8 @@ class Spec:
             ``w + xi``), in ``"all"`` parameters (the elementwise metric's geodesic elsewhere), or
             ``"none"`` (first order everywhere, the paper's ablation); ``"exact"``: the exact geodesic,
             known in closed form for GL(1) blocks only (diagonal networks).
+        trainable_only: perturb only parameters with ``requires_grad`` (a frozen backbone's weights stay
+            put; with ``params`` both must hold). ``params`` cannot say this: any word is a valid regex.
     """
 
     case: Case
@@ -148,6 +150,7 @@ class Spec:
     gram_eps: float = 0.0
     fold_bias: bool = True
     second_order: SecondOrder = "blocks"
+    trainable_only: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("case", self.case, Case)
@@ -166,7 +169,7 @@ class Spec:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0)
         _check_int("subspace", self.subspace, minimum=0)
-        for name in ("logit_norm", "antithetic", "fold_bn", "fold_bias"):
+        for name in ("logit_norm", "antithetic", "fold_bn", "fold_bias", "trainable_only"):
             if not isinstance(getattr(self, name), bool):
                 raise SharpnessError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.n_examples % self.m:

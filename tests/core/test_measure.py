@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sharpness import Result, Spec, measure
+from sharpness import Result, SharpnessError, Spec, measure
 from testkit import KeywordModel, SmallCNN, classification_data, mlp
 
 
@@ -149,3 +149,28 @@ def test_batchnorm_and_dropout_are_evaluated_in_eval_mode() -> None:
     with torch.no_grad():
         clean = float(nn.functional.cross_entropy(model(x), y))
     assert res.clean_loss == pytest.approx(clean, rel=1e-6)
+
+
+def test_trainable_only_perturbs_exactly_the_parameters_that_require_gradients() -> None:
+    model, (x, y) = mlp(), classification_data()
+    model[0].requires_grad_(False)  # a frozen first layer
+    spec = Spec(case="worst", norm="l2", rho=0.1, m=32, n_examples=64, trainable_only=True)
+    both = measure(model, (x, y), spec)
+    by_name = measure(model, (x, y), Spec(case="worst", norm="l2", rho=0.1, m=32, n_examples=64, params=r"^2\."))
+    assert both.n_perturbed == by_name.n_perturbed == model[2].weight.numel() + model[2].bias.numel()
+    assert both.value == by_name.value
+    assert str(spec).endswith("trainable_only=true") and not model[0].weight.requires_grad
+    model[2].requires_grad_(False)
+    with pytest.raises(SharpnessError, match="no trainable"):
+        measure(model, (x, y), spec)
+
+
+def test_half_precision_models_get_their_loss_in_float32() -> None:
+    model = mlp(dtype=torch.bfloat16)
+    x, y = classification_data(dtype=torch.bfloat16)
+    res = measure(model, [(x, y)], Spec(case="worst", norm="linf", rho=0.01, n_iters=3))
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(model(x).float(), y))
+    assert res.clean_loss == expected and res.dtype == "bfloat16"
+    # a bfloat16 loss would be a multiple of 2^-7 near 1: this one is not
+    assert res.clean_loss * 2**7 != round(res.clean_loss * 2**7)

@@ -63,7 +63,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         help="Ray cluster address (e.g. 'auto' or 'ray://head:10001'); default: start a local cluster",
     )
     p.add_argument("--retry-failed", action="store_true", help="compute the units that failed before again")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
 

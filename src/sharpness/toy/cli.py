@@ -61,17 +61,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.set_defaults(func=_run_logistic if name == "logistic" else _run_diagonal, config_cls=config)
 
 
+# Other spellings of a config option: the Spec field's name where a config says it differently.
+ALIASES = {"n_starts": ("--n-restarts",)}
+
+
 def _add_config_options(parser: argparse.ArgumentParser, config: type) -> None:
     """One ``--field-name`` option per field of a config dataclass, defaulting to the field's default."""
     hints = typing.get_type_hints(config)
     for field in dataclasses.fields(config):
         hint = hints[field.name]
-        flag = "--" + field.name.replace("_", "-")
+        flags = ["--" + field.name.replace("_", "-"), *ALIASES.get(field.name, ())]
         text = field.metadata.get("help", field.name.replace("_", " "))
         if typing.get_origin(hint) is typing.Literal:
-            parser.add_argument(flag, choices=typing.get_args(hint), default=field.default, help=text)
+            parser.add_argument(*flags, dest=field.name, choices=typing.get_args(hint), default=field.default,
+                                help=text)
         else:
-            parser.add_argument(flag, type=hint, default=field.default, help=f"{text} (default {field.default})")
+            parser.add_argument(*flags, dest=field.name, type=hint, default=field.default,
+                                help=f"{text} (default {field.default})")
 
 
 def _config(args: argparse.Namespace) -> Any:

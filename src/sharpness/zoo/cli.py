@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--reduced", action="store_true",
                        help="apply the config's `reduced:` block (smaller data and grid, for a CPU)")
     train.add_argument("--device", default=None, help="torch device (default: the config's, else cuda if present)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bars")
     train.add_argument("--backend", choices=["local", "ray"], default="local",
                        help="local: one model after another here; ray: one Ray task per model, with the config's "
                             "resources: {num_cpus, num_gpus, max_retries} (default: local)")
@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "epochs, train and test error, and the mean OOD error.",
         epilog="example: sharpness zoo list runs/zoo-mnist1d")
     show.add_argument("dir", type=Path, help="a zoo folder (as written by 'sharpness zoo train')")
-    show.add_argument("--json", action="store_true", help="print the cards as JSON lines instead")
+    show.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                      help="the cards as JSON lines instead of the table: into FILE, or printed without one")
     show.set_defaults(func=_list)
 
 
@@ -88,8 +89,12 @@ def _varying(found: list[dict[str, Any]]) -> list[str]:
 def _list(args: argparse.Namespace) -> int:
     found = cards(args.dir)
     if args.json:
-        for card in found:
-            print(json.dumps(card, sort_keys=True))
+        lines = "".join(json.dumps(card, sort_keys=True) + "\n" for card in found)
+        if args.json == "-":
+            print(lines, end="")
+        else:
+            Path(args.json).write_text(lines)
+            print(f"wrote {args.json}")
         return 0
     if not found:
         print(f"no model folders in {args.dir}")
