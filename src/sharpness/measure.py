@@ -78,7 +78,7 @@ class Result:
 
 
 def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = None, *,
-            mode: Mode = "exact") -> Result:
+            mode: Mode = "exact", progress: bool | None = None) -> Result:
     """Measure the sharpness of ``model`` on ``data`` as ``spec`` defines it.
 
     Args:
@@ -95,6 +95,8 @@ def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = No
             m-batches and draws, compiled passes where they pay; every reported value is
             evaluated in the model's dtype at a feasible point). ``Result.details["fast"]``
             says which path ran.
+        progress: a progress bar of the model's passes on stderr (``None``: when stderr is a terminal;
+            needs ``tqdm``).
 
     Returns:
         A :class:`Result`.
@@ -117,12 +119,37 @@ def measure(model: nn.Module, data: Any, spec: Spec, loss_fn: LossFn | None = No
     if spec.fold_bn:  # measure a folded copy: the caller's model is never touched
         model = fold_batchnorm(model, batches[0])
         named = select_parameters(model, spec.params, spec.trainable_only)
-    with _borrowed(model, [p for _, p in named], device):
+    with _borrowed(model, [p for _, p in named], device), _passes_shown(model, spec, len(batches), progress):
         space = _space(model, named, spec)
         try:
             return _run(model, space, batches, spec, loss_fn, start, mode)
         finally:
             space.reset()
+
+
+@contextlib.contextmanager
+def _passes_shown(model: nn.Module, spec: Spec, n_batches: int, progress: bool | None) -> Iterator[None]:
+    """A bar that counts the model's forward passes (a forward hook, removed on exit), out of those the case
+    needs where that is known in advance."""
+    import sys
+
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        show = False
+    if not show:
+        yield
+        return
+    per_batch = {"worst": (spec.n_iters + 1) * spec.n_restarts + 1, "average": spec.n_iters + 1}.get(spec.case)
+    bar = tqdm(total=None if per_batch is None else per_batch * n_batches, desc=str(spec), unit="pass",
+               leave=False, dynamic_ncols=True)
+    handle = model.register_forward_hook(lambda *_: bar.update(1))
+    try:
+        yield
+    finally:
+        handle.remove()
+        bar.close()
 
 
 def _space(model: nn.Module, named: list[tuple[str, nn.Parameter]], spec: Spec) -> WeightSpace:

@@ -174,3 +174,16 @@ def test_half_precision_models_get_their_loss_in_float32() -> None:
     assert res.clean_loss == expected and res.dtype == "bfloat16"
     # a bfloat16 loss would be a multiple of 2^-7 near 1: this one is not
     assert res.clean_loss * 2**7 != round(res.clean_loss * 2**7)
+
+
+def test_a_progress_bar_counts_the_passes_and_leaves_no_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    model, (x, y) = mlp(), classification_data()
+    spec = Spec(case="worst", norm="l2", rho=0.1, m=32, n_examples=64, n_iters=5)
+    quiet = measure(model, (x, y), spec, progress=False)
+    assert capsys.readouterr().err == ""
+    shown = measure(model, (x, y), spec, progress=True)
+    err = capsys.readouterr().err
+    assert shown.value == quiet.value and "pass" in err and f"/{(5 + 1 + 1) * 2}" in err
+    assert not model._forward_hooks  # the counting hook is gone
+    measure(model, (x, y), spec)  # stderr is not a terminal here: no bar
+    assert capsys.readouterr().err == ""

@@ -295,7 +295,7 @@ def measure_unit(unit: Unit, model: nn.Module, card: dict[str, Any], data: Data)
     from sharpness.measure import measure
 
     try:
-        result = measure(model, data, unit.spec)
+        result = measure(model, data, unit.spec, progress=False)  # the study shows its own bar
     except Exception as e:
         return failed_row(unit, e, card)
     return {
