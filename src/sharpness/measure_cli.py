@@ -24,13 +24,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "measure",
         help="measure the sharpness of one saved model",
         description=(
-            "Measure the sharpness of a model folder (model.safetensors + card.json, as written by "
-            "'sharpness zoo train') on a seeded subset of its training data, for one or more definitions."
+            "Measure the sharpness of a model on a seeded subset of its data, for one or more definitions. The "
+            "model is a folder written by 'sharpness zoo train' (model.safetensors + card.json: its card names its "
+            "data), a Hugging Face save_pretrained folder (config.json + weights, a sequence classifier, loaded "
+            "offline), or timm:NAME with --weights FILE; the last two need --data."
         ),
-        epilog="example: sharpness measure runs/zoo/mlp-1a2b3c4d5e --spec worst-linf:rho=0.002 "
-        "--spec average-l2:rho=0.05 --json out.json",
+        epilog="examples:\n  sharpness measure runs/zoo/mlp-1a2b3c4d5e --spec worst-linf:rho=0.002 "
+        "--spec average-l2:rho=0.05 --json out.json\n"
+        "  sharpness measure ./my-bert --data dev.csv --spec worst-linf:rho=0.001,m=32,n_examples=256\n"
+        "  sharpness measure timm:vit_small_patch16_224 --weights vit.safetensors --data images.npz "
+        "--spec worst-l2:rho=0.1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", type=Path, help="model folder holding model.safetensors and card.json")
+    p.add_argument("model", type=Path,
+                   help="model folder (card.json + model.safetensors), Hugging Face folder, or timm:NAME")
+    p.add_argument("--data", type=Path, metavar="FILE",
+                   help="data to measure on: .npz / .pt tensors (x, y) or .csv / .jsonl / .parquet text with "
+                        "'text' and 'label' columns (default: the card's data, for a zoo folder)")
+    p.add_argument("--weights", type=Path, metavar="FILE", help="timm:NAME: its weights (.safetensors, .pth, .npz)")
     p.add_argument("--spec", action="append", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--split", default="train", choices=["train", "test"], help="data split to measure on")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
@@ -61,7 +72,6 @@ def run_spec(args: argparse.Namespace) -> int:
 def run_measure(args: argparse.Namespace) -> int:
     import torch
 
-    from sharpness import zoo
     from sharpness.measure import measure
 
     specs = [Spec.parse(text) for text in args.spec]
@@ -70,10 +80,7 @@ def run_measure(args: argparse.Namespace) -> int:
     device = device_named(args.device, "--device")
     if args.json is not None:
         check_writable(args.json, "--json")
-    if not (args.model / "card.json").is_file():
-        raise SharpnessError(f"{str(args.model)!r} is not a model folder: it has no card.json")
-    model, card = zoo.load(args.model)
-    x, y = zoo.inputs(card, args.split)
+    model, card, x, y = _model_and_data(args)
     model = model.to(device, dtype=torch.float64) if args.float64 else model.to(device)
     x, y = _to(x, device, torch.float64 if args.float64 else None), y.to(device)
     records: list[dict[str, Any]] = []
@@ -109,6 +116,40 @@ def check_writable(path: Path, option: str) -> None:
         raise SharpnessError(f"{option}: the folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise SharpnessError(f"{option}: {str(path)!r} is not writable")
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
+    """The model the command names, its card (or a description) and the ``(X, Y)`` to measure on."""
+    from sharpness import zoo
+    from sharpness.zoo.data_files import read_data
+
+    text = str(args.model)
+    if text.startswith("timm:"):
+        from sharpness.zoo.adapters import timm_model
+
+        if args.weights is None or args.data is None:
+            raise SharpnessError(f"{text}: a timm model needs --weights FILE and --data FILE")
+        if not args.weights.is_file():
+            raise SharpnessError(f"--weights: {str(args.weights)!r} does not exist")
+        x, y = read_data(args.data)
+        model = timm_model(text.removeprefix("timm:"), weights=str(args.weights))
+        return model.eval(), {"id": text}, x, y
+    if (args.model / "card.json").is_file():
+        model, card = zoo.load(args.model)
+        x, y = read_data(args.data) if args.data is not None else zoo.inputs(card, args.split)
+        return model, card, x, y
+    if (args.model / "config.json").is_file():
+        from sharpness.zoo.adapters import HFClassifier
+
+        if args.data is None:
+            raise SharpnessError(f"{text!r} is a Hugging Face folder: say what to measure on with --data FILE")
+        model = HFClassifier(text)
+        config: Any = model.model.config
+        label_ids = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+        x, y = read_data(args.data, encode=model.encode, label_ids=label_ids or None)
+        return model.eval(), {"id": text}, x, y
+    raise SharpnessError(f"{text!r} is not a model: expected a folder with card.json (sharpness zoo) or config.json "
+                         "(Hugging Face), or timm:NAME")
 
 
 def _to(x: Any, device: Any, dtype: Any) -> Any:
