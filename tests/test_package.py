@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,15 @@ def test_one_spelling_per_option_the_others_are_aliases(argv: list[str], dest: s
     from sharpness.cli import build_parser
 
     assert getattr(build_parser().parse_args(argv), dest) == value
+
+
+@pytest.mark.parametrize("argv", [["zoo", "train", "mnist1d", "--out", "x"], ["study", "run", "c.yaml"],
+                                  ["toy", "diagonal", "--out", "x"], ["measure", "m", "--spec", "worst-l2:rho=1"]])
+def test_every_command_that_computes_takes_threads(argv: list[str], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from sharpness.cli import build_parser, main
+
+    monkeypatch.chdir(tmp_path)
+    assert build_parser().parse_args([*argv, "--threads", "3"]).threads == 3
+    assert main([*argv, "--threads", "0"]) == 2  # refused before any work
+    assert list(tmp_path.iterdir()) == []  # and nothing written

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sharpness.errors import SharpnessError
-from sharpness.runtime import device_named, torch_threads
+from sharpness.runtime import check_threads, device_named, torch_threads
 from sharpness.spec import Spec
 
 SPEC_HELP = (
@@ -75,8 +75,7 @@ def run_measure(args: argparse.Namespace) -> int:
     from sharpness.measure import measure
 
     specs = [Spec.parse(text) for text in args.spec]
-    if args.threads is not None and args.threads < 1:
-        raise SharpnessError(f"--threads: expected >= 1, got {args.threads}")
+    check_threads(args.threads)
     device = device_named(args.device, "--device")
     if args.json is not None:
         check_writable(args.json, "--json")

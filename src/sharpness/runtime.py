@@ -81,3 +81,10 @@ def device_named(name: str, what: str = "device") -> Any:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise SharpnessError(f"{what}: {name!r} is not available on this machine")
     return device
+
+
+def check_threads(n: int | None, what: str = "--threads") -> int | None:
+    """``n`` if it is a usable thread count (or ``None``: torch's choice), else a :class:`SharpnessError`."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise SharpnessError(f"{what}: expected >= 1, got {n}")
+    return n

@@ -51,6 +51,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", type=Path, help="the study config (YAML)")
     p.add_argument("--out", type=Path, default=None, help="study folder (default: runs/<name of the config>)")
+    p.add_argument("--threads", type=int, metavar="N", default=None,
+                   help="torch intra-op threads for measuring on the CPU (default: the config's eval.threads)")
     p.add_argument(
         "--backend",
         choices=("local", "ray"),
@@ -101,10 +103,12 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sharpness.runtime import check_threads
     from sharpness.study.runner import run
 
     summary = run(
         args.config,
+        threads=check_threads(args.threads),
         out=args.out,
         backend=args.backend,
         address=args.address,

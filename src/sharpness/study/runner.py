@@ -111,6 +111,7 @@ def run(
     address: str | None = None,
     retry_failed: bool = False,
     progress: bool = True,
+    threads: int | None = None,
 ) -> RunSummary:
     """Run (or resume) a study.
 
@@ -123,6 +124,7 @@ def run(
             already initialised in this process, which is then used).
         retry_failed: compute again the units stored as ``failed``.
         progress: show a progress bar with ETA on stderr.
+        threads: torch threads for measuring on the CPU, instead of the config's ``eval.threads``.
 
     Returns:
         A :class:`RunSummary`; ``summary.ok`` when every unit is done.
@@ -130,6 +132,8 @@ def run(
     if backend not in ("local", "ray"):
         raise SharpnessError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
     cfg = config if isinstance(config, StudyConfig) else load_config(config)
+    if threads is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, threads=threads))
     folder = Path(out) if out is not None else Path("runs") / cfg.name
     created = not folder.exists()
     try:

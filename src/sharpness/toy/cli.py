@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sharpness.errors import SharpnessError
-from sharpness.runtime import torch_threads
+from sharpness.runtime import check_threads, torch_threads
 
 _LOGISTIC_HELP = """\
 Why: every alpha * w (alpha > 0) is the same linear classifier, yet its sharpness is not constant
@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, config, summary, text in commands:
         p = sub.add_parser(name, help=summary, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)")
+        p.add_argument("--threads", type=int, metavar="N", default=1,
+                       help="torch intra-op threads (default: 1, the fastest for these small models)")
         _add_config_options(p, config)
         p.set_defaults(func=_run_logistic if name == "logistic" else _run_diagonal, config_cls=config)
 
@@ -97,9 +99,10 @@ def _prepare(out: Path) -> Path:
 def _run_logistic(args: argparse.Namespace) -> int:
     from sharpness.toy import logistic
 
+    threads, config = check_threads(args.threads), _config(args)  # bad input fails before the folder is made
     out = _prepare(args.out)
-    with torch_threads(1):
-        results = logistic.run(_config(args))
+    with torch_threads(threads):
+        results = logistic.run(config)
     (out / "logistic.json").write_text(json.dumps(results, indent=1))
     logistic.plot(results, str(out / "logistic.png"))
     print(f"||w||_2 = {results['weight_norm']:.4f}, train loss {results['train_loss']:.4f}, "
@@ -119,9 +122,10 @@ def _run_logistic(args: argparse.Namespace) -> int:
 def _run_diagonal(args: argparse.Namespace) -> int:
     from sharpness.toy import diagonal
 
+    threads, config = check_threads(args.threads), _config(args)  # bad input fails before the folder is made
     out = _prepare(args.out)
-    with torch_threads(1):
-        results = diagonal.run(_config(args))
+    with torch_threads(threads):
+        results = diagonal.run(config)
     (out / "diagonal.json").write_text(json.dumps(results, indent=1))
     diagonal.plot(results, str(out / "diagonal.png"))
     print("Kendall tau of each measure against the test loss")

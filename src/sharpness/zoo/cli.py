@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--address", default=None,
                        help="Ray cluster to join ('auto' for the one `ray start --head` runs here; default: start a "
                             "local one)")
+    train.add_argument("--threads", type=int, metavar="N", default=None,
+                       help="torch intra-op threads while training on the CPU (default: the config's cpu_threads)")
     train.set_defaults(func=_train)
     show = sub.add_parser(
         "list", help="summarise the model cards in a folder",
@@ -63,10 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from sharpness.runtime import check_threads
     from sharpness.zoo.grid import train_grid
 
     folders = train_grid(args.config, args.out, progress=not args.quiet, reduced=args.reduced, device=args.device,
-                         backend=args.backend, address=args.address)
+                         backend=args.backend, address=args.address, threads=check_threads(args.threads))
     failures = args.out / "failures.json"
     failed = json.loads(failures.read_text()) if failures.is_file() else {}
     print(f"{len(folders)} models in {args.out}" + (f"; {len(failed)} failed (see {failures})" if failed else ""))

@@ -229,7 +229,7 @@ def versions() -> dict[str, str]:
 
 def train_grid(config: dict[str, Any] | str | os.PathLike[str], out: str | os.PathLike[str], progress: bool = True,
                reduced: bool = False, device: str | None = None, backend: Backend = "local",
-               address: str | None = None) -> list[Path]:
+               address: str | None = None, threads: int | None = None) -> list[Path]:
     """Train and evaluate every model of a grid into ``out/<model id>/``; returns the complete folders.
 
     Folders with a ``card.json`` are skipped, so an interrupted grid resumes where it stopped; every
@@ -242,10 +242,13 @@ def train_grid(config: dict[str, Any] | str | os.PathLike[str], out: str | os.Pa
             whose worker dies); workers send back the weights and card, so no shared file system is needed.
         address: the Ray cluster (``"auto"``, ``"ray://host:10001"``); ``None`` uses the Ray instance of
             this process, or starts a local one.
+        threads: torch threads while training on the CPU, instead of the config's ``cpu_threads``.
     """
     if backend not in ("local", "ray"):
         raise SharpnessError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
     cfg = load_config(config, reduced)
+    if threads is not None:
+        cfg["cpu_threads"] = threads
     jobs = expand(cfg)
     resources = zoo_resources(cfg)
     root = Path(out)
