@@ -147,8 +147,8 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any,
         label_ids = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
         x, y = read_data(args.data, encode=model.encode, label_ids=label_ids or None)
         return model.eval(), {"id": text}, x, y
-    raise SharpnessError(f"{text!r} is not a model: expected a folder with card.json (sharpness zoo) or config.json "
-                         "(Hugging Face), or timm:NAME")
+    raise SharpnessError(f"{text!r} is not a model folder: it has no card.json (a sharpness zoo model) and no "
+                         "config.json (a Hugging Face model); a timm model is written timm:NAME")
 
 
 def _to(x: Any, device: Any, dtype: Any) -> Any:
