@@ -52,6 +52,7 @@ from torch import nn
 from sharpness.bench_cli import CASE_NAMES, CLOCK_NAMES, MODELS, add_arguments
 from sharpness.bench_cli import register as register  # `sharpness.bench.register`, as before the split
 from sharpness.errors import SharpnessError
+from sharpness.runtime import device_named
 from sharpness.spec import Spec
 
 # Default widths: the GPU table's sizes (PERF-NOTES.md); the CPU check passes --width.
@@ -383,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
         parse_mode(mode)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = device_named(args.device, "--device")
     # Floors and the exact mode in true float32, as the table was measured (cuDNN allows TF32 by default).
     # The fast mode turns TF32 on for its own search passes only.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32

@@ -214,10 +214,10 @@ def expand(cfg: dict[str, Any]) -> list[Job]:
 
 
 def _device(cfg: dict[str, Any], device: str | None) -> torch.device:
-    name = device or cfg.get("device") or "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from sharpness.runtime import device_named
+
+    resolved: torch.device = device_named(device or cfg.get("device") or "auto", "device")
+    return resolved
 
 
 def versions() -> dict[str, str]:
