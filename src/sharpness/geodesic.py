@@ -295,6 +295,8 @@ class GeodesicSpace(WeightSpace):
         self.condition = max((g.frame.condition for g in self.groups), default=1.0)
         free_sign = torch.where(in_block, torch.zeros_like(self.w0), torch.sign(self.w0))
         self._sign = free_sign if spec.second_order == "all" else None
+        # sign(w) c / 2 outside the blocks, made once: the bend of the elementwise geodesic is one addcmul
+        self._half_sc = None if self._sign is None else 0.5 * self._sign * self.c
         self._pending: tuple[Tensor, list[tuple[Tensor, Tensor, Tensor, Tensor]]] | None = None
 
     def _stack(self, blocks: list[Block], slots_of: dict[str, tuple[list[_Slot], list[_Slot]]],
@@ -339,8 +341,8 @@ class GeodesicSpace(WeightSpace):
                     group.g.write(views_w, -cg, add=True)
                     group.h.write(views_w, -ch, add=True)
                 tracked.append((xg, xh, cg, ch))
-        if self._sign is not None:  # w + c u + sign(w) c u^2 / 2: the elementwise metric's geodesic
-            w.addcmul_(self._sign * self.c, u * u, value=0.5)
+        if self._half_sc is not None:  # w + c u + sign(w) c u^2 / 2: the elementwise metric's geodesic
+            w.addcmul_(self._half_sc, u * u)
         self._pending = (u, tracked)
 
     def pull_back(self, g: Tensor) -> None:
