@@ -12,6 +12,8 @@ generalization gap, or a hyper-parameter such as the learning rate) and the hype
   information between the signs of pairwise differences, minimised over conditioning sets.
 * :func:`sign_error`: Dziugaite et al. (2020)'s sign-error over environments of coupled models.
 * :func:`bootstrap_ci`: percentile bootstrap interval of any of these, resampling models.
+* :func:`permutation_null`: how many |τ| of a given size a whole table of measures × targets would
+  show by chance alone (multiple comparisons), by permuting the models' targets.
 
 Rows whose measure or target is missing (NaN: a failed measurement) are left out of each statistic.
 A statistic that is undefined (fewer than two distinct values) is NaN, never an error.
@@ -379,6 +381,84 @@ def bootstrap_ci(
     values = values[np.isfinite(values)]
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2]) if len(values) else (math.nan, math.nan)
     return Interval(float(fn(table)), float(low), float(high), level, len(values))
+
+
+# ---------------------------------------------------------- permutation
+@dataclass(frozen=True)
+class PermutationNull:
+    """What chance alone gives over a table of τ, under the null that no measure depends on any target.
+
+    Attributes:
+        thresholds: the |τ| levels counted.
+        observed: for each threshold, how many of the table's τ have |τ| at or above it.
+        expected: the same count averaged over permutations: how many chance alone gives.
+        p_at_least: for each threshold, the fraction of permutations with at least as many |τ| at or
+            above it as observed (a family-wise p-value for the count).
+        max_quantile: the ``level`` quantile of the largest |τ| in a permuted table: a |τ| above it is
+            unlikely (probability ``1 - level``) to arise anywhere in the table by chance.
+        n_tests: τ values per table (measures × targets, undefined ones left out).
+        n: permutations. level: the quantile of ``max_quantile``.
+    """
+
+    thresholds: tuple[float, ...]
+    observed: dict[float, int]
+    expected: dict[float, float]
+    p_at_least: dict[float, float]
+    max_quantile: float
+    n_tests: int
+    n: int
+    level: float
+
+
+def permutation_null(table: pd.DataFrame, measures: Sequence[str], targets: Sequence[str], n: int = 1000,
+                     thresholds: Sequence[float] = (0.2, 0.3, 0.4, 0.5), level: float = 0.95,
+                     seed: int = 0) -> PermutationNull:
+    """A permutation null for a whole :func:`correlation_table`: the multiple-comparisons check.
+
+    Each permutation shuffles the rows of the target columns together (keeping how the targets
+    relate to each other, e.g. test and OOD error) against the measure columns (keeping how the
+    definitions relate to each other), and recomputes every τ. Under the null hypothesis that the
+    measures are independent of the targets every such table is as likely as the observed one, so
+    the permuted counts of large |τ| are what chance gives with this many correlated tests.
+
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"m": range(12), "noise": [5, 3, 8, 1, 9, 2, 7, 4, 0, 6, 11, 10],
+    ...                   "err": range(12)})
+    >>> null = permutation_null(t, ["m", "noise"], ["err"], n=200, thresholds=(0.9,))
+    >>> null.observed[0.9], null.expected[0.9] < 0.05, null.p_at_least[0.9] < 0.05
+    (1, True, True)
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise SharpnessError(f"n (permutations) must be an integer >= 1, got {n!r}")
+    if not 0.0 < level < 1.0:
+        raise SharpnessError(f"level must be in (0, 1), got {level!r}")
+    bad = [t for t in thresholds if not 0.0 <= float(t) <= 1.0]
+    if bad or not thresholds:
+        raise SharpnessError(f"thresholds must be |tau| levels in [0, 1], got {list(thresholds)!r}")
+    _check_columns(table, [*measures, *targets])
+    x = table[list(measures)].to_numpy(dtype=float)
+    y = table[list(targets)].to_numpy(dtype=float)
+    levels = tuple(float(t) for t in thresholds)
+
+    def abs_taus(rows: np.ndarray) -> np.ndarray:
+        taus = np.array([kendall_tau(x[:, i], y[rows, j]) for i in range(x.shape[1]) for j in range(y.shape[1])])
+        return np.abs(taus[np.isfinite(taus)])
+
+    observed = abs_taus(np.arange(len(table)))
+    rng = np.random.default_rng(seed)
+    permuted = [abs_taus(rng.permutation(len(table))) for _ in range(n)]
+    counts = {t: np.array([(p >= t).sum() for p in permuted]) for t in levels}
+    largest = np.array([p.max() if len(p) else math.nan for p in permuted])
+    return PermutationNull(
+        thresholds=levels,
+        observed={t: int((observed >= t).sum()) for t in levels},
+        expected={t: float(counts[t].mean()) for t in levels},
+        p_at_least={t: float((counts[t] >= (observed >= t).sum()).mean()) for t in levels},
+        max_quantile=float(np.nanquantile(largest, level)) if np.isfinite(largest).any() else math.nan,
+        n_tests=len(observed),
+        n=n,
+        level=level,
+    )
 
 
 # ------------------------------------------------------- study tables

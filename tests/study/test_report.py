@@ -179,3 +179,48 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert gray[:200].std() > 10, "the title area is blank"
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
     assert (saturation > 100).mean() > 0.01, "no coloured cells or figures were drawn"
+
+
+# ------------------------------------------------------ what to read with care
+def _with_stderr(df: pd.DataFrame, spec: str, stderr: float) -> pd.DataFrame:
+    df = df.copy()
+    df.loc[df["spec"] == spec, "stderr"] = stderr
+    return df
+
+
+@pytest.mark.parametrize(
+    ("n_models", "stderr", "expected"),
+    [
+        (32, 1e-9, []),                                   # many models, tiny errors: a clean τ (about +0.7)
+        (8, 1e-9, ["only 8 models"]),
+        (32, 1e9, ["32 of 32 within 2 s.e. of 0"]),       # every value is noise-sized
+    ],
+)
+def test_caveats_flag_few_models_and_values_in_the_noise(n_models, stderr, expected):
+    df = study_table()
+    df = df[df["model"].isin(sorted(df["model"].unique())[:: 32 // n_models])]
+    spec = SPECS[1]  # no failed row
+    a = analyse(_with_stderr(df, spec, stderr), n_boot=200)
+    assert a.ci[spec].low > 0  # sharper (small-lr) models have the higher error: the interval excludes 0
+    assert a.caveats[spec] == expected
+    assert a.stderr[spec].tolist() == pytest.approx([stderr] * n_models)
+
+
+def test_caveats_flag_an_interval_spanning_zero():
+    df = study_table()
+    rng = np.random.default_rng(1)
+    spec = SPECS[1]
+    noise = df["spec"] == spec
+    df.loc[noise, "value"] = rng.normal(size=int(noise.sum()))  # unrelated to the error
+    a = analyse(df, n_boot=200)
+    assert a.ci[spec].low < 0 < a.ci[spec].high
+    assert "interval spans 0" in a.caveats[spec]
+
+
+def test_scatter_axis_names_the_quantity_and_radius(report):
+    from sharpness.study.report import quantity
+
+    assert quantity(SPECS[3]) == "average loss increase, L2 + logit norm., ρ = 0.05"
+    assert quantity(SPECS[0]) == "worst-case loss increase, L∞ adaptive, ρ = 0.001"
+    page = report.read_text(encoding="utf-8")
+    assert "read with care" in page and "±1 standard error" in page

@@ -71,12 +71,17 @@ def scatter(
     taus: Mapping[str, float],
     target_label: str,
     color_label: str = "",
+    x_labels: Mapping[str, str] | None = None,
+    errors: Mapping[str, np.ndarray] | None = None,
+    notes: Mapping[str, Sequence[str]] | None = None,
 ) -> Figure:
     """One panel per measure: the measure (x) against the target (y), coloured by ``color_by``.
 
-    Each panel's title is the measure's name and its τ from ``taus``. A numeric colour column
-    gets a colour bar (logarithmic when positive and spanning a factor of 10 or more); any other
-    gets one colour per value and a legend.
+    Each panel's title is the measure's name, its τ from ``taus`` and its ``notes`` (what to read
+    with care); its x axis says what the value is (``x_labels``, default "sharpness"); ``errors``
+    (per measure, one standard error per row of ``table``, NaN for none) draw horizontal error bars.
+    A numeric colour column gets a colour bar (logarithmic when positive and spanning a factor of
+    10 or more); any other gets one colour per value and a legend.
     """
     from matplotlib.figure import Figure
 
@@ -90,12 +95,17 @@ def scatter(
             x, y = table[measure].to_numpy(float), table[target].to_numpy(float)
             shown = np.isfinite(x) & np.isfinite(y)
             c = colors["values"][shown] if colors else "tab:blue"
-            mappable = ax.scatter(x[shown], y[shown], c=c, s=22, edgecolors="black", linewidths=0.3, **_cmap(colors))
+            if errors is not None and measure in errors:
+                xerr = np.nan_to_num(np.asarray(errors[measure], float)[shown], nan=0.0)
+                ax.errorbar(x[shown], y[shown], xerr=xerr, fmt="none", ecolor="0.45", elinewidth=0.8, zorder=1)
+            mappable = ax.scatter(x[shown], y[shown], c=c, s=22, edgecolors="black", linewidths=0.3, zorder=2, **_cmap(colors))
             if shown.any() and np.all(x[shown] > 0) and x[shown].max() >= 100 * x[shown].min():
                 ax.set_xscale("log")
             tau = taus[measure]
-            ax.set_title(_plain(_wrap(measure, 44)) + (f"\nτ = {tau:+.2f}" if math.isfinite(tau) else ""))
-            ax.set_xlabel("sharpness")
+            note = "; ".join((notes or {}).get(measure, ()))
+            ax.set_title(_plain(_wrap(measure, 44)) + (f"\nτ = {tau:+.2f}" if math.isfinite(tau) else "")
+                         + (f"\n({_plain(_wrap(note, 48))})" if note else ""))
+            ax.set_xlabel(_plain(_wrap((x_labels or {}).get(measure, "sharpness"), 44)))
             ax.set_ylabel(_plain(target_label))
             ax.grid(alpha=0.25)
         for ax in axes.flat[len(measures) :]:

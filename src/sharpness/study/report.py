@@ -83,6 +83,62 @@ def short_names(specs: Sequence[str]) -> tuple[dict[str, str], str]:
     return short, ", ".join(f"{f.name}={next(iter(values[f.name]))}" for f in shared)
 
 
+_QUANTITY = {"worst": "worst-case loss increase", "average": "average loss increase", "trace": "tr(DHD)",
+             "eigen": "λmax(DHD)", "keskar": "Keskar sharpness", "pacbayes": "PAC-Bayes σ"}
+_SCALING = {"standard": "", "elementwise": " adaptive", "filterwise": " filter-adaptive"}
+
+
+def quantity(spec: str) -> str:
+    """What a definition's value is, with its norm and radius, for an axis label.
+
+    >>> quantity("worst-linf-elementwise:rho=0.002,logit_norm=true")
+    'worst-case loss increase, L∞ adaptive + logit norm., ρ = 0.002'
+    >>> quantity("average-l2-standard:rho=0.1,m=64")
+    'average loss increase, L2, ρ = 0.1'
+    >>> quantity("my own measure")
+    'my own measure'
+    """
+    try:
+        parsed = Spec.parse(spec)
+    except SharpnessError:
+        return spec
+    norm = {"l2": "L2", "linf": "L∞"}.get(parsed.norm, parsed.norm)
+    scaling = _SCALING.get(parsed.scaling, f" {parsed.scaling}")
+    geometry = "" if parsed.geometry == "flat" else f" geodesic ({parsed.geometry})"
+    extra = " + logit norm." if parsed.logit_norm else ""
+    return f"{_QUANTITY.get(parsed.case, parsed.case)}, {norm}{scaling}{geometry}{extra}, ρ = {parsed.rho:g}"
+
+
+#: Below this many models a τ is reported with a warning: its standard error is about 0.15 or more.
+FEW_MODELS = 16
+#: A value closer to zero than this many standard errors is not told apart from "not sharp at all".
+NEAR_ZERO_SE = 2.0
+
+
+def caveats(n_models: int, interval: stats.Interval, n_near_zero: int) -> list[str]:
+    """Why a definition's τ should be read with care: few models, an interval spanning zero, values in the noise.
+
+    >>> caveats(12, stats.Interval(0.3, -0.1, 0.6, 0.95, 500), 5)
+    ['only 12 models', 'interval spans 0', '5 of 12 within 2 s.e. of 0']
+    >>> caveats(24, stats.Interval(0.3, 0.1, 0.5, 0.95, 500), 0)
+    []
+    """
+    out = []
+    if n_models < FEW_MODELS:
+        out.append(f"only {n_models} models")
+    if not (interval.low > 0 or interval.high < 0):
+        out.append("interval spans 0")
+    if n_near_zero:
+        out.append(f"{n_near_zero} of {n_models} within {NEAR_ZERO_SE:g} s.e. of 0")
+    return out
+
+
+def near_zero(values: pd.Series, stderr: pd.Series) -> int:
+    """How many values lie within :data:`NEAR_ZERO_SE` standard errors of zero (rows with both finite)."""
+    keep = values.notna() & stderr.notna()
+    return int((values[keep].abs() < NEAR_ZERO_SE * stderr[keep]).sum())
+
+
 # -------------------------------------------------------------- analysis
 @dataclass(frozen=True)
 class Analysis:
@@ -103,6 +159,8 @@ class Analysis:
     sign: dict[str, stats.SignError]
     within: dict[str, dict[str, pd.DataFrame]]  # categorical axis -> spec -> stats.tau_within
     failed: pd.DataFrame
+    stderr: pd.DataFrame  # one row per model, one column per spec: the value's standard error
+    caveats: dict[str, list[str]]  # spec -> what to read with care (see :func:`caveats`)
 
 
 def _prepare(df: pd.DataFrame, targets: Sequence[str] | None) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -146,8 +204,11 @@ def analyse(
     failed = df.loc[df["status"] != "done", [c for c in ("model", "spec", "status", "error") if c in df.columns]]
     tau = stats.correlation_table(table, specs, chosen)
     names, common = short_names(specs)
+    stderr = stats.per_model(df, values="stderr").reindex(table.index)[specs]
+    notes = {s: caveats(int(table[[s, primary]].notna().all(axis=1).sum()), ci[s], near_zero(table[s], stderr[s]))
+             for s in specs}
     return Analysis(table, specs, names, common, chosen, axes, primary, color_by, tau, ci, psi, cmi, sign, within,
-                    failed)
+                    failed, stderr, notes)
 
 
 def _within_groups(table: pd.DataFrame, specs: Sequence[str], primary: str,
@@ -225,10 +286,14 @@ def _figures(a: Analysis, folder: Path) -> list[tuple[str, str, bytes]]:
     drawn: list[tuple[str, str, Figure]] = [
         (
             "scatter",
-            f"Sharpness against {target}, one point per model, coloured by {color or 'nothing'}; τ (Kendall τ-b) "
-            "in each title. A definition measured at several ρ is shown at its median ρ.",
+            f"Sharpness against {target}, one point per model with ±1 standard error, coloured by "
+            f"{color or 'nothing'}; τ (Kendall τ-b) in each title, with what to read with care. A definition "
+            "measured at several ρ is shown at its median ρ.",
             figures.scatter(
-                a.table.rename(columns=a.names), [a.names[s] for s in shown], a.primary, a.color_by, taus, target, color
+                a.table.rename(columns=a.names), [a.names[s] for s in shown], a.primary, a.color_by, taus, target,
+                color, x_labels={a.names[s]: quantity(s) for s in shown},
+                errors={a.names[s]: a.stderr[s].to_numpy(float) for s in shown},
+                notes={a.names[s]: a.caveats[s] for s in shown},
             ),
         ),
         (
@@ -390,6 +455,7 @@ def _headline(a: Analysis) -> str:
     head += [f"τ with {label(t)}" for t in extra]
     if a.axes:
         head += ["Ψ", "CMI (min)", "argmin set", "sign-error", "robust sign-error"]
+    head.append("read with care")
     rows = []
     for s in a.specs:
         ci = a.ci[s]
@@ -399,6 +465,7 @@ def _headline(a: Analysis) -> str:
             cmi, sign = a.cmi[s], a.sign[s]
             argmin = ", ".join(label(x) for x in cmi.argmin) or "∅"
             row += [_tau_cell(a.psi[s].psi), _e(_num(cmi.value)), _e(argmin), _e(_num(sign.mean)), _e(_num(sign.max))]
+        row.append(_e("; ".join(a.caveats[s])))
         rows.append(row)
     return f"<h2>Headline: τ with {_e(label(a.primary))}</h2>" + _table(head, rows)
 
