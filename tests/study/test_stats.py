@@ -301,3 +301,47 @@ def test_per_model_and_defaults():
         stats.per_model(pd.DataFrame(rows + rows[:1]))
     with pytest.raises(SharpnessError, match="not in the table"):
         stats.granulated_kendall(table, "s1", "metric.nope", ["hp.lr"])
+
+
+# ------------------------------------------------------------ permutation null
+def test_permutation_null_matches_the_exact_null_of_four_models():
+    """With 4 models all 24 orders are equally likely under the null; |τ| = 1 for 2 of them."""
+    t = pd.DataFrame({"m": [1.0, 2.0, 3.0, 4.0], "err": [0.1, 0.4, 0.2, 0.3]})
+    null = stats.permutation_null(t, ["m"], ["err"], n=6000, thresholds=(1.0, 2 / 3 - 1e-9), seed=3)
+    assert null.n_tests == 1
+    assert null.expected[1.0] == pytest.approx(2 / 24, abs=0.012)
+    # |τ| >= 2/3 : orders with at most one discordant pair, 2 x (1 + 3) = 8 of 24
+    assert null.expected[2 / 3 - 1e-9] == pytest.approx(8 / 24, abs=0.02)
+    assert null.observed[1.0] == 0 and null.p_at_least[1.0] == 1.0
+
+
+def test_permutation_null_keeps_the_targets_together():
+    """Two identical targets: every permutation moves both, so counts come in pairs."""
+    rng = np.random.default_rng(0)
+    t = pd.DataFrame({"m": rng.normal(size=10), "a": rng.normal(size=10)})
+    t["b"] = t["a"]
+    null = stats.permutation_null(t, ["m"], ["a", "b"], n=300, thresholds=(0.0, 0.3))
+    assert null.n_tests == 2 and null.observed[0.0] == 2 and null.expected[0.0] == 2.0
+    assert (null.expected[0.3] / 2) == pytest.approx(round(null.expected[0.3] / 2 * 300) / 300)
+
+
+def test_permutation_null_finds_a_real_dependence_among_many_tests():
+    rng = np.random.default_rng(1)
+    n = 30
+    err = rng.normal(size=n)
+    t = pd.DataFrame({f"noise{i}": rng.normal(size=n) for i in range(10)} | {"signal": err + 0.2 * rng.normal(size=n),
+                                                                            "err": err})
+    null = stats.permutation_null(t, list(t.columns[:-1]), ["err"], n=400, thresholds=(0.5,))
+    assert null.observed[0.5] >= 1 and null.p_at_least[0.5] < 0.05
+    assert 0.2 < null.max_quantile < 0.5  # the largest of 11 null |τ| over 30 models
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"n": 0}, "n \\(permutations\\)"), ({"level": 1.0}, "level"), ({"thresholds": (1.5,)}, "thresholds"),
+     ({"thresholds": ()}, "thresholds")],
+)
+def test_permutation_null_rejects_bad_input(kwargs, match):
+    t = pd.DataFrame({"m": [1.0, 2.0, 3.0], "err": [1.0, 2.0, 3.0]})
+    with pytest.raises(SharpnessError, match=match):
+        stats.permutation_null(t, ["m"], ["err"], **kwargs)
