@@ -9,7 +9,7 @@ SYSTEM  := $(VENV)/.system
 # Debian packages some tests use: Chromium renders the HTML report, dataset-fashion-mnist holds Fashion-MNIST.
 DEBIAN_PACKAGES := chromium dataset-fashion-mnist
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/python -m sharpness.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks reproductions
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -44,6 +44,12 @@ pytest: $(STAMP) $(SYSTEM)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+# The paper's settings at CPU scale, one after another (about 1-1.5 hours each on a 2-core CPU); each
+# resumes where it stopped. One setting: bash reproductions/reproduce.sh vit_scratch
+REPRODUCTIONS := vit_scratch resnet_scratch finetune
+reproduce: $(STAMP) $(SYSTEM)
+	for s in $(REPRODUCTIONS); do BIN=$(BIN) bash reproductions/reproduce.sh $$s || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs
