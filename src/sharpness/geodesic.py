@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from sharpness.errors import SharpnessError
-from sharpness.space import Ball, FlatBall, WeightSpace
+from sharpness.space import Ball, FlatBall, Radius, WeightSpace
 from sharpness.spec import Spec
 from sharpness.symmetry import Block, Piece, find_blocks
 
@@ -265,6 +265,10 @@ class GeodesicSpace(WeightSpace):
     adds the Christoffel correction, reading a gradient pulls it back through that correction.
     """
 
+    flat = False  # a point is bent off w0 + c * u
+    # The Christoffel terms are applied in float64 where the metric is ill-conditioned: no reduced precision.
+    runs_exactly: str | None = "the geodesic search has no fast path"
+
     def __init__(self, model: nn.Module, named: Sequence[tuple[str, nn.Parameter]], spec: Spec,
                  filter_dims: dict[str, int]) -> None:
         super().__init__([p for _, p in named], [n for n, _ in named], "elementwise", spec.eta, filter_dims)
@@ -359,7 +363,7 @@ class GeodesicSpace(WeightSpace):
         if self._sign is not None:
             g.addcmul_(g * self._sign, u)
 
-    def ball(self, spec: Spec) -> Ball:
+    def ball(self, spec: Radius) -> Ball:
         if not self.groups:
             return FlatBall(spec.norm, spec.rho, self.w0.dtype)
         return GeodesicBall(self, spec.rho)
