@@ -265,10 +265,6 @@ class GeodesicSpace(WeightSpace):
     adds the Christoffel correction, reading a gradient pulls it back through that correction.
     """
 
-    flat = False  # a point is bent off w0 + c * u
-    # The Christoffel terms are applied in float64 where the metric is ill-conditioned: no reduced precision.
-    runs_exactly: str | None = "the geodesic search has no fast path"
-
     def __init__(self, model: nn.Module, named: Sequence[tuple[str, nn.Parameter]], spec: Spec,
                  filter_dims: dict[str, int]) -> None:
         super().__init__([p for _, p in named], [n for n, _ in named], "elementwise", spec.eta, filter_dims)
@@ -326,6 +322,16 @@ class GeodesicSpace(WeightSpace):
         return groups
 
     # ----------------------------------------------------------- the chart
+    @property
+    def flat(self) -> bool:  # type: ignore[override]
+        """Without blocks and without the elementwise bend, a point is the flat ``w0 + c * u``."""
+        return not self.groups and self._half_sc is None
+
+    @property
+    def runs_exactly(self) -> str | None:  # type: ignore[override]
+        # The Christoffel terms are applied in float64 where the metric is ill-conditioned: no reduced precision.
+        return None if self.flat else "the geodesic search has no fast path"
+
     def bend(self, u: Tensor, w: Tensor) -> None:
         """Subtract :math:`\\frac12\\Gamma(\\xi, \\xi)` from the point ``w = w0 + c * u`` (block by block)."""
         self._pending = None
