@@ -1,13 +1,14 @@
-r"""Networks of the model zoos, in plain torch, and the registry that rebuilds them.
+r"""Networks of the model zoos, in plain torch (:data:`ARCHS`).
 
-A card's ``arch`` is ``{"name": ..., "kwargs": {...}}``; :func:`build` turns it back
+A card's ``arch`` is ``{"name": ..., "kwargs": {...}}``; :func:`sharpness.zoo.archs.build` turns it back
 into the network. Image and signal models take raw inputs (images in [0, 1]) and
 start with a :class:`Normalize` module whose statistics are buffers, so a
 checkpoint is self-contained and input corruptions act on raw data.
 
 Every constructor takes ``in_shape`` (one example's shape, without the batch
-dimension) and ``n_classes``; :func:`complete_arch` fills them in from a dataset.
+dimension) and ``n_classes``; :func:`sharpness.zoo.archs.complete_arch` fills them in from a dataset.
 
+>>> from sharpness.zoo.archs import build
 >>> net = build({"name": "mlp", "kwargs": {"in_shape": [1, 40], "n_classes": 10, "hidden": [32],
 ...                                          "mean": [0.0], "std": [2.0]}})
 >>> net(torch.ones(5, 1, 40)).shape
