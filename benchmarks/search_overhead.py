@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from sharpness import Spec
 from sharpness.bench import build_model
 from sharpness.objective import Batch
-from sharpness.space import Probe, WeightSpace
+from sharpness.space import Passes, Probe, WeightSpace
 from sharpness.worst_case import worst_case
 
 
@@ -37,7 +37,7 @@ class FreePass(Probe):
     """A probe whose pass costs nothing: a fixed gradient and a loss that cycles (so best points change)."""
 
     def __init__(self, space: WeightSpace) -> None:
-        self.space, self.n_forward, self.n_backward = space, 0, 0
+        self.space, self.passes = space, Passes()
         self.gradient = torch.randn(space.numel, generator=torch.Generator().manual_seed(1)).to(space.w0)
         self.calls = 0
 

@@ -21,12 +21,25 @@ tensor(1.)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe
-from sharpness.spec import Norm, Spec
+from sharpness.space import Probe, Radius
+from sharpness.spec import Norm
+
+
+class Draws(Radius, Protocol):
+    """What the draws read of their definition: the distribution (norm, ``rho``), how many, whether paired.
+
+    A :class:`~sharpness.spec.Spec` of the average case is one; PAC-Bayes' noise of each trial scale another.
+    """
+
+    @property
+    def n_iters(self) -> int: ...
+    @property
+    def antithetic(self) -> bool: ...
 
 
 def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -37,7 +50,7 @@ def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torc
     return u.mul_(2 * rho).sub_(rho)
 
 
-def draws(spec: Spec, like: torch.Tensor, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def draws(spec: Draws, like: torch.Tensor, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """The ``n_iters`` points of one m-batch, in order; antithetic pairs reuse the previous draw, negated."""
     u = like
     for j in range(spec.n_iters):
@@ -45,7 +58,7 @@ def draws(spec: Spec, like: torch.Tensor, generator: torch.Generator) -> Iterato
         yield u
 
 
-def average_case(probe: Probe, batch: Batch, spec: Spec, generator: torch.Generator,
+def average_case(probe: Probe, batch: Batch, spec: Draws, generator: torch.Generator,
                  with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Losses (and errors) at ``n_iters`` random points, as device tensors."""
     space = probe.space

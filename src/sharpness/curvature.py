@@ -6,7 +6,7 @@ the Hessian of the m-batch loss (``scaling="standard"``: :math:`D = I`). These a
 of sharpness near a minimum: :math:`S_{avg}(\ell_2) \approx \rho^2/2\, \mathrm{tr}(DHD)` and
 :math:`S_{max}(\ell_2) \approx \rho^2/2\, \lambda_{max}(DHD)`.
 
-essian-vector products :math:`v \mapsto DHDv`, reported in ``Result.details["hvp"]``:
+Hessian-vector products :math:`v \mapsto DHDv`, reported in ``Result.details["hvp"]``:
 
 * ``double_backward``: :math:`\nabla_w L` is built once per m-batch with its graph; each product is one
   more backward, :math:`c \odot \nabla_w \langle \nabla_w L, c \odot v \rangle`. Exact.
@@ -48,18 +48,15 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sharpness.measure import Clean, Summary
 from sharpness.objective import Batch
-from sharpness.space import Probe
-from sharpness.spec import Spec
+from sharpness.space import Probe, WeightSpace
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -76,18 +73,18 @@ LADDERS: dict[str, tuple[Method, ...]] = {
 
 
 class HessianOperator:
-    """:math:`v \\mapsto D H_S D v` at the unperturbed weights, for one m-batch.
+    """:math:`v \\mapsto D H_S D v` at the unperturbed weights of ``space``, for one m-batch (``probe`` in ``space``).
 
     Attributes:
         methods: the methods still to try; the first is the one in use once a product succeeded.
     """
 
-    def __init__(self, probe: Probe, batch: Batch, methods: tuple[Method, ...]) -> None:
+    def __init__(self, probe: Probe, space: WeightSpace, batch: Batch, methods: tuple[Method, ...]) -> None:
         self.probe = probe
+        self.space = space
         self.batch = batch
         self.methods = methods
         self._grads: list[torch.Tensor | None] | None = None
-        space = probe.space
         eps = torch.finfo(space.w0.dtype).eps
         scale = torch.linalg.vector_norm(space.w0 * space.active, dtype=torch.float64).clamp_min(1.0)
         self._fd_norm = (eps ** (1 / 3) * scale).to(space.w0.dtype)
@@ -103,7 +100,7 @@ class HessianOperator:
         return self._finite_difference(v)
 
     def _double_backward(self, v: torch.Tensor) -> torch.Tensor:
-        space = self.probe.space
+        space = self.space
         if self._grads is None:
             space.set(space.zeros())
             self.probe.n_forward += 1
@@ -125,7 +122,7 @@ class HessianOperator:
         return flat.mul_(space.c)
 
     def _finite_difference(self, v: torch.Tensor) -> torch.Tensor:
-        space = self.probe.space
+        space = self.space
         norm = torch.linalg.vector_norm(v)
         direction = v / norm.clamp_min(torch.finfo(v.dtype).tiny)
         h = self._fd_norm / torch.linalg.vector_norm(space.c * direction).clamp_min(torch.finfo(v.dtype).tiny)
@@ -227,50 +224,3 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, n_steps: int, tol: float) -> Eigen
             return Eigen(theta, residual, k + 1, True)
         basis[k + 1] = w / betas[-1]
     return Eigen(theta, residual, n_steps, n_steps == v0.numel())
-
-
-def _methods(used: Sequence[str]) -> str:
-    return ",".join(sorted(set(used)))
-
-
-def trace_case(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
-               generator: torch.Generator) -> Summary:
-    """``tr(D H D)`` of each m-batch by Hutchinson or Hutch++; the standard error is Monte-Carlo."""
-    per_batch, variances, used = [], [], []
-    methods = LADDERS[spec.hvp]
-    for batch in batches:
-        op = HessianOperator(probe, batch, methods)
-        estimate = hutch_plus_plus if spec.estimator == "hutchpp" else hutchinson
-        mean, var = estimate(op, probe.space.active, spec.n_iters, generator, probe.space.w0.dtype)
-        methods = op.methods  # later m-batches start from what worked
-        per_batch.append(mean)
-        variances.append(var)
-        used.append(methods[0])
-    stderr = math.sqrt(sum(variances)) / len(variances)
-    details = {"hvp": _methods(used), "estimator": spec.estimator, "n_products": spec.n_iters}
-    return Summary(per_batch, None, None if math.isnan(stderr) else stderr, None, details)
-
-
-def eigen_case(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
-               generator: torch.Generator) -> Summary:
-    """``lambda_max(D H D)`` of each m-batch by Lanczos; the standard error is over m-batches."""
-    space = probe.space
-    tol = math.sqrt(torch.finfo(space.w0.dtype).eps)
-    found, used = [], []
-    methods = LADDERS[spec.hvp]
-    for batch in batches:
-        op = HessianOperator(probe, batch, methods)
-        v0 = torch.randn(space.numel, generator=generator, device=space.w0.device, dtype=space.w0.dtype)
-        found.append(lanczos(op, v0.mul_(space.active), spec.n_iters, tol))
-        methods = op.methods
-        used.append(methods[0])
-    per_batch = [e.value for e in found]
-    details = {
-        "hvp": _methods(used),
-        "method": "lanczos",
-        "residual": [e.residual for e in found],
-        "iterations": [e.iterations for e in found],
-        "converged": all(e.converged for e in found),
-    }
-    stderr = statistics.stdev(per_batch) / math.sqrt(len(per_batch)) if len(per_batch) > 1 else None
-    return Summary(per_batch, None, stderr, None, details)

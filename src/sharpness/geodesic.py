@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from sharpness.errors import SharpnessError
-from sharpness.space import Ball, FlatBall, WeightSpace
+from sharpness.space import Ball, FlatBall, Radius, WeightSpace
 from sharpness.spec import Spec
 from sharpness.symmetry import Block, Piece, find_blocks
 
@@ -322,6 +322,16 @@ class GeodesicSpace(WeightSpace):
         return groups
 
     # ----------------------------------------------------------- the chart
+    @property
+    def flat(self) -> bool:  # type: ignore[override]
+        """Without blocks and without the elementwise bend, a point is the flat ``w0 + c * u``."""
+        return not self.groups and self._half_sc is None
+
+    @property
+    def runs_exactly(self) -> str | None:  # type: ignore[override]
+        # The Christoffel terms are applied in float64 where the metric is ill-conditioned: no reduced precision.
+        return None if self.flat else "the geodesic search has no fast path"
+
     def bend(self, u: Tensor, w: Tensor) -> None:
         """Subtract :math:`\\frac12\\Gamma(\\xi, \\xi)` from the point ``w = w0 + c * u`` (block by block)."""
         self._pending = None
@@ -359,7 +369,7 @@ class GeodesicSpace(WeightSpace):
         if self._sign is not None:
             g.addcmul_(g * self._sign, u)
 
-    def ball(self, spec: Spec) -> Ball:
+    def ball(self, spec: Radius) -> Ball:
         if not self.groups:
             return FlatBall(spec.norm, spec.rho, self.w0.dtype)
         return GeodesicBall(self, spec.rho)

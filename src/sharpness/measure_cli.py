@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", action="append", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--split", default="train", choices=["train", "test"], help="data split to measure on")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    p.add_argument("--mode", default="exact", choices=["exact", "fast"],
+                   help="how to execute, not what to measure: exact (default) or fast (reduced-precision searches "
+                        "re-evaluated in the model's dtype, stacked passes), as measure(..., mode=...)")
     p.add_argument("--float64", action="store_true", help="measure in float64 (default: the model's dtype)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch intra-op threads on the CPU (default: torch's); small models run fastest on 1, "
@@ -87,7 +90,7 @@ def run_measure(args: argparse.Namespace) -> int:
     try:
         for spec in specs:
             with torch_threads(args.threads):
-                res = measure(model, (x, y), spec)
+                res = measure(model, (x, y), spec, mode=args.mode)
             records.append({"model": card.get("id", str(args.model)), **res.to_dict()})
             print(f"{spec!s:<52} {res.value:>12.6g} {_fmt(res.stderr):>10} {_fmt(res.error_increase):>9} "
                   f"{_fmt(res.radius):>10} {res.seconds:>7.2f}")

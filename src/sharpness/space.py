@@ -22,7 +22,9 @@ True
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -30,7 +32,7 @@ from torch import nn
 
 from sharpness.objective import Batch, Objective
 from sharpness.scaling import scale_of
-from sharpness.spec import Norm, Scaling, Spec
+from sharpness.spec import Norm, Scaling
 
 
 def inner_radius(rho: float, dtype: torch.dtype, norm: Norm) -> float:
@@ -75,6 +77,15 @@ def project(u: torch.Tensor, norm: Norm, radius: float) -> torch.Tensor:
         return u.clamp_(-radius, radius)
     factor = (radius / row_norms(u)).clamp(max=1.0)
     return u.mul_(factor.to(u.dtype))
+
+
+class Radius(Protocol):
+    """What a feasible set is made of: the norm and the radius ``rho`` (a :class:`~sharpness.spec.Spec` is one)."""
+
+    @property
+    def norm(self) -> Norm: ...
+    @property
+    def rho(self) -> float: ...
 
 
 class Ball(Protocol):
@@ -139,12 +150,45 @@ def ascent_step(u: torch.Tensor, g: torch.Tensor, step: torch.Tensor, norm: Norm
     return torch.addcmul(u, g, step / length)
 
 
+class Coordinates(Protocol):
+    """What a :class:`Probe` needs of the coordinates ``u`` it takes its points in.
+
+    :class:`WeightSpace` (normalised weights, possibly bent into a curved chart) is one; a random
+    subspace of it (:class:`sharpness.cases.keskar.Subspace`) is another. ``flat`` says whether a point
+    is exactly :math:`w_0 + c \\odot u` of the parameters ``params`` (then a pass may compute the
+    weights itself, as the fast mode's functional engine does, instead of writing them);
+    ``runs_exactly`` why the fast mode may not touch them (``None``: it may).
+    """
+
+    params: list[torch.Tensor]
+    w0: torch.Tensor
+    c: torch.Tensor
+    active: torch.Tensor
+    # Why every point must be computed in the model's dtype, one at a time, whatever the mode (None: no reason).
+    runs_exactly: str | None
+
+    @property
+    def numel(self) -> int: ...
+    @property
+    def flat(self) -> bool: ...
+    def set(self, u: torch.Tensor) -> None: ...
+    def reset(self) -> None: ...
+    def grad_u(self, loss: torch.Tensor) -> torch.Tensor: ...
+    def zeros(self) -> torch.Tensor: ...
+    def ball(self, spec: Radius) -> Ball: ...
+    def details(self) -> dict[str, Any]: ...
+
+
 class WeightSpace:
     """The perturbed parameters of a model, addressed in normalised coordinates.
 
     A point is :math:`w_0 + c \\odot u`; a subclass with a curved chart changes it through
-    :meth:`bend` (and the gradient through :meth:`pull_back`) and supplies its own :meth:`ball`.
+    :meth:`bend` (and the gradient through :meth:`pull_back`), supplies its own :meth:`ball` and
+    says ``flat = False``.
     """
+
+    flat = True
+    runs_exactly: str | None = None
 
     def __init__(self, params: Sequence[nn.Parameter], names: Sequence[str], scaling: Scaling, eta: float,
                  filter_dims: dict[str, int]) -> None:
@@ -164,6 +208,13 @@ class WeightSpace:
     def numel(self) -> int:
         return self.w0.numel()
 
+    def rescaled(self, c: torch.Tensor) -> WeightSpace:
+        """The same weights with another scale vector ``c`` (elements with ``c = 0`` again never perturbed)."""
+        other = copy.copy(self)
+        other.c, other.active = c, c > 0
+        other._w = torch.empty_like(self.w0)
+        return other
+
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """One view of ``flat`` per parameter, in the parameter's shape."""
         return [t.view(s) for t, s in zip(flat.split(self.numels), self.shapes)]
@@ -181,7 +232,7 @@ class WeightSpace:
     def pull_back(self, g: torch.Tensor) -> None:
         """Change ``c * grad_w`` in place into the gradient in the coordinates (flat: nothing to do)."""
 
-    def ball(self, spec: Spec) -> Ball:
+    def ball(self, spec: Radius) -> Ball:
         """The feasible set of ``spec`` (its norm and radius) in these coordinates."""
         return FlatBall(spec.norm, spec.rho, self.w0.dtype)
 
@@ -211,34 +262,70 @@ class WeightSpace:
         return torch.zeros_like(self.w0)
 
 
-class Probe:
-    """Loss (and error) at a point ``u`` on one batch, counting the passes it costs."""
+@dataclass
+class Passes:
+    """Forward and backward passes of the model, counted over every probe of one measurement."""
 
-    def __init__(self, objective: Objective, space: WeightSpace) -> None:
+    forward: int = 0
+    backward: int = 0
+
+
+class Probe:
+    """Loss (and error) at a point ``u`` on one batch, counting the passes it costs.
+
+    Probes derived from one another (:meth:`derived`: other coordinates of the same model) share one
+    :class:`Passes` count, so what a measurement cost is counted once, wherever its passes ran.
+    """
+
+    def __init__(self, objective: Objective, space: Coordinates, passes: Passes | None = None) -> None:
         self.objective = objective
         self.space = space
-        self.n_forward = 0
-        self.n_backward = 0
+        self.passes = passes if passes is not None else Passes()
+
+    @property
+    def n_forward(self) -> int:
+        return self.passes.forward
+
+    @n_forward.setter
+    def n_forward(self, value: int) -> None:
+        self.passes.forward = value
+
+    @property
+    def n_backward(self) -> int:
+        return self.passes.backward
+
+    @n_backward.setter
+    def n_backward(self, value: int) -> None:
+        self.passes.backward = value
+
+    def derived(self, space: Coordinates) -> Probe:
+        """A probe of the same objective in other coordinates, counting into the same :class:`Passes`."""
+        return Probe(self.objective, space, self.passes)
 
     def zeros(self) -> torch.Tensor:
         """The origin :math:`u = 0` in the shape the probe takes its points."""
         return self.space.zeros()
 
+    def evaluate(self, u: torch.Tensor, batch: Batch, with_error: bool,
+                 grad: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Loss, error and (with ``grad``) :math:`g_u` at ``u``; counts nothing (the callers do)."""
+        self.space.set(u)
+        with torch.enable_grad() if grad else torch.no_grad():
+            loss, error = self.objective(batch, with_error)
+            g = self.space.grad_u(loss) if grad else None
+        return loss.detach(), error, g
+
     def value(self, u: torch.Tensor, batch: Batch, with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Forward only."""
-        self.space.set(u)
         self.n_forward += 1
-        with torch.no_grad():
-            loss, error = self.objective(batch, with_error)
-        return loss.detach(), error
+        loss, error, _ = self.evaluate(u, batch, with_error, grad=False)
+        return loss, error
 
     def value_and_grad(self, u: torch.Tensor, batch: Batch,
                        with_error: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One forward and one backward: loss, error and :math:`g_u`."""
-        self.space.set(u)
         self.n_forward += 1
         self.n_backward += 1
-        with torch.enable_grad():
-            loss, error = self.objective(batch, with_error)
-            grad = self.space.grad_u(loss)
-        return loss.detach(), error, grad
+        loss, error, g = self.evaluate(u, batch, with_error, grad=True)
+        assert g is not None
+        return loss, error, g

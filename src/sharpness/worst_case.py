@@ -35,15 +35,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe
-from sharpness.spec import Init, Spec
+from sharpness.space import Probe, Radius
+from sharpness.spec import Init
 
 MOMENTUM = 0.75
 MIN_UPDATE_RATIO = 0.75
+
+
+class Search(Radius, Protocol):
+    """What the search reads of its definition: the ball (norm, ``rho``), the iterations, restarts and start.
+
+    A :class:`~sharpness.spec.Spec` of the worst case is one; a case that searches another ball
+    (PAC-Bayes' boxes of each trial scale) passes settings of its own.
+    """
+
+    @property
+    def n_iters(self) -> int: ...
+    @property
+    def n_restarts(self) -> int: ...
+    @property
+    def init(self) -> Init: ...
 
 
 def schedule_checkpoints(n_iters: int) -> list[int]:
@@ -99,7 +115,7 @@ def pick(better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Te
     return torch.where(better, new, old)
 
 
-def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Generator,
+def apgd(probe: Probe, batch: Batch, spec: Search, init: Init, generator: torch.Generator,
          with_error: bool) -> Best:
     """One Auto-PGD search on one m-batch; returns the best feasible point.
 
@@ -147,7 +163,7 @@ def apgd(probe: Probe, batch: Batch, spec: Spec, init: Init, generator: torch.Ge
     return best
 
 
-def worst_case(probe: Probe, batch: Batch, spec: Spec, generator: torch.Generator, with_error: bool) -> Best:
+def worst_case(probe: Probe, batch: Batch, spec: Search, generator: torch.Generator, with_error: bool) -> Best:
     """Best of ``n_restarts`` searches: the first from ``spec.init``, the others from random points."""
     best: Best | None = None
     for restart in range(spec.n_restarts):

@@ -12,7 +12,7 @@ from torch import nn
 
 from sharpness import SharpnessError, Spec, measure
 from sharpness.batchnorm import fold_batchnorm
-from sharpness.keskar import subspace_basis
+from sharpness.cases.keskar import subspace_basis
 from sharpness.objective import Batch
 from testkit import Quadratic, TwoLogit, assert_restored, mean_loss, random_psd, snapshot
 

@@ -21,7 +21,7 @@ import sharpness
 from sharpness import SharpnessError, Spec
 from sharpness.cli import main
 from sharpness.study import load, run, status
-from sharpness.study.runner import unit_key
+from sharpness.study.units import unit_key
 
 SPECS = ["worst-linf-elementwise:rho=0.01,n_iters=5", "average-l2-standard:rho=0.05,n_iters=4"]
 

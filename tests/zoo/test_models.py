@@ -11,7 +11,8 @@ from torch import nn
 
 from sharpness import SharpnessError
 from sharpness.zoo import adapters, build, checkpoint
-from sharpness.zoo.models import CNN1D, MLP, DropPath, Normalize, PreActResNet18, SimpleViT, complete_arch, n_params
+from sharpness.zoo.archs import complete_arch
+from sharpness.zoo.models import CNN1D, MLP, DropPath, Normalize, PreActResNet18, SimpleViT, n_params
 
 SHAPES = [
     # name, kwargs, input shape, closed-form parameter count (None: checked elsewhere)

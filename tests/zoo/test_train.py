@@ -13,7 +13,7 @@ from torch import nn
 from sharpness import SharpnessError
 from sharpness.zoo import augment as aug
 from sharpness.zoo import build, datasets
-from sharpness.zoo.models import complete_arch
+from sharpness.zoo.archs import complete_arch
 from sharpness.zoo.train import (
     TrainConfig,
     frozen_batchnorm_stats,

@@ -98,7 +98,8 @@ def scatter(
             if errors is not None and measure in errors:
                 xerr = np.nan_to_num(np.asarray(errors[measure], float)[shown], nan=0.0)
                 ax.errorbar(x[shown], y[shown], xerr=xerr, fmt="none", ecolor="0.45", elinewidth=0.8, zorder=1)
-            mappable = ax.scatter(x[shown], y[shown], c=c, s=22, edgecolors="black", linewidths=0.3, zorder=2, **_cmap(colors))
+            mappable = ax.scatter(x[shown], y[shown], c=c, s=22, edgecolors="black", linewidths=0.3, zorder=2,
+                                  **_cmap(colors))
             if shown.any() and np.all(x[shown] > 0) and x[shown].max() >= 100 * x[shown].min():
                 ax.set_xscale("log")
             tau = taus[measure]

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sharpness.study.config import Resources
-from sharpness.study.runner import Unit, compute_unit, failed_row
+from sharpness.study.local import compute_unit, failed_row
+from sharpness.study.units import Unit
 from sharpness.zoo.checkpoint import read_folder
 
 

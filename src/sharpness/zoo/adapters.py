@@ -3,7 +3,7 @@
 Nothing here touches the network: Hugging Face loads run with ``HF_HUB_OFFLINE=1`` and
 ``local_files_only=True``, timm models are created with ``pretrained=False`` and their
 weights read from a local file. Weight files are read without unpickling code
-(:func:`sharpness.zoo.checkpoint.read_weights`). The libraries are imported only when
+(:func:`sharpness.zoo.weights.read_weights`). The libraries are imported only when
 a model is built.
 
 Text models expose ``encode(texts) -> dict`` (token ids and attention mask, the
@@ -27,6 +27,7 @@ from torch import nn
 
 from sharpness.errors import SharpnessError
 from sharpness.zoo.models import Normalize
+from sharpness.zoo.weights import read_weights
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 PAIR_SEPARATOR = "\t"  # how sentence pairs (e.g. MNLI's premise and hypothesis) travel as one string
@@ -73,8 +74,6 @@ def timm_model(model_name: str, weights: str | None = None, n_classes: int | Non
         options["num_classes"] = n_classes
     net = timm.create_model(model_name, pretrained=False, **options)
     if pretrained and weights is not None:
-        from sharpness.zoo.checkpoint import read_weights
-
         path = timm_weights_file(model_name, weights)
         if path.suffix == ".npz":  # big_vision / AugReg checkpoints: timm converts them (numpy, no pickle)
             net.load_pretrained(str(path))

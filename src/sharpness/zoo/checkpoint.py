@@ -1,6 +1,6 @@
 """Model folders: ``model.safetensors`` plus ``card.json``; loading never unpickles.
 
-The card (DESIGN.md section 4) holds ``id``, ``arch`` (what :func:`sharpness.zoo.models.build`
+The card holds ``id``, ``arch`` (what :func:`sharpness.zoo.archs.build`
 needs), ``hp``, ``seed``, ``metrics``, ``data``, ``epochs``, ``wall_time`` and ``versions``.
 Weights are stored with safetensors in the model's dtype (or a smaller one the card records
 as ``weights_dtype``); a model saved on the CPU reloads bit for bit. The card is written
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from sharpness.errors import SharpnessError
+from sharpness.zoo.weights import read_weights
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -127,7 +128,7 @@ def decode(weights: bytes | None, card: dict[str, Any], device: str | torch.devi
     """The network of a model folder's content held in memory (as :func:`load` rebuilds it from the folder)."""
     from safetensors.torch import load as load_bytes
 
-    from sharpness.zoo.models import build
+    from sharpness.zoo.archs import build
 
     model = build(card["arch"], pretrained=weights is None).to(DTYPES[card.get("dtype", "float32")])
     if weights is not None:
@@ -188,35 +189,6 @@ def read_card(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return card
 
 
-def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors of a weight file without running pickled code.
-
-    ``.safetensors`` files are read with safetensors; any other file (``.pt``, ``.pth``, ``.bin``)
-    with ``torch.load(weights_only=True)``, which refuses arbitrary objects. A checkpoint
-    dict holding ``state_dict`` or ``model`` is unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SharpnessError(f"weight file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors reports a damaged or foreign file in several ways
-            raise SharpnessError(f"{str(path)!r} is not a safetensors file ({type(e).__name__}: {e})") from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # the unpickler's refusals come in several types
-        raise SharpnessError(f"{str(path)!r} is not a plain tensor checkpoint (weights_only load failed: {e})") from e
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise SharpnessError(f"{str(path)!r} does not hold a dict of tensors")
-    return obj
-
-
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``model`` in the model's dtypes; every entry must match.
 
@@ -246,7 +218,7 @@ def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> 
     A folder without ``model.safetensors`` (an imported model whose ``arch`` names its
     own weights, e.g. a timm model) is built with its pretrained weights.
     """
-    from sharpness.zoo.models import build
+    from sharpness.zoo.archs import build
 
     card = read_card(folder)
     weights = Path(folder) / WEIGHTS

@@ -169,7 +169,7 @@ def _check_arch(arch: dict[str, Any], from_hp: Iterable[str] = ()) -> None:
     import difflib
     import inspect
 
-    from sharpness.zoo.models import accepts, check_kwargs, registry
+    from sharpness.zoo.archs import accepts, check_kwargs, registry
 
     table = registry()
     if not isinstance(arch.get("name"), str) or arch["name"] not in table:
@@ -359,7 +359,8 @@ def train_model(job: Job, cfg: dict[str, Any], device: str | None = None,
 
 def ood_sets(cfg: dict[str, Any], bundle: Any) -> dict[str, Any]:
     """The config's shifted test sets and external OOD sets, built once for the whole grid."""
-    from sharpness.zoo.evaluation import load_data, ood_set, shifted_sets
+    from sharpness.zoo.evaluation import load_data, shifted_sets
+    from sharpness.zoo.ood import ood_set
     from sharpness.zoo.paper import read_ood
 
     sets = shifted_sets(bundle, cfg.get("shifts"), int(cfg.get("severity", 5)))
@@ -376,8 +377,8 @@ def ood_sets(cfg: dict[str, Any], bundle: Any) -> dict[str, Any]:
 
 def _run_job(job: Job, cfg: dict[str, Any], bundle: Any, ood: dict[str, Any], device: torch.device,
              progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    from sharpness.zoo.archs import build, complete_arch
     from sharpness.zoo.evaluation import as_inputs, evaluate
-    from sharpness.zoo.models import build, complete_arch
     from sharpness.zoo.train import noisy_labels, train
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

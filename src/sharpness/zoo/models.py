@@ -1,13 +1,14 @@
-r"""Networks of the model zoos, in plain torch, and the registry that rebuilds them.
+r"""Networks of the model zoos, in plain torch (:data:`ARCHS`).
 
-A card's ``arch`` is ``{"name": ..., "kwargs": {...}}``; :func:`build` turns it back
+A card's ``arch`` is ``{"name": ..., "kwargs": {...}}``; :func:`sharpness.zoo.archs.build` turns it back
 into the network. Image and signal models take raw inputs (images in [0, 1]) and
 start with a :class:`Normalize` module whose statistics are buffers, so a
 checkpoint is self-contained and input corruptions act on raw data.
 
 Every constructor takes ``in_shape`` (one example's shape, without the batch
-dimension) and ``n_classes``; :func:`complete_arch` fills them in from a dataset.
+dimension) and ``n_classes``; :func:`sharpness.zoo.archs.complete_arch` fills them in from a dataset.
 
+>>> from sharpness.zoo.archs import build
 >>> net = build({"name": "mlp", "kwargs": {"in_shape": [1, 40], "n_classes": 10, "hidden": [32],
 ...                                          "mean": [0.0], "std": [2.0]}})
 >>> net(torch.ones(5, 1, 40)).shape
@@ -18,11 +19,8 @@ torch.Size([5, 10])
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -258,77 +256,6 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "preact_resnet18": PreActResNet18,
     "simple_vit": SimpleViT,
 }
-
-
-def registry() -> dict[str, Callable[..., nn.Module]]:
-    """Every architecture name :func:`build` knows: the plain-torch models and the adapters."""
-    from sharpness.zoo import adapters
-
-    return {**ARCHS, **adapters.ADAPTERS}
-
-
-def build(arch: dict[str, Any], *, pretrained: bool = True) -> nn.Module:
-    """Rebuild the network a card's ``arch`` describes.
-
-    ``mean`` and ``std`` in the kwargs prepend a :class:`Normalize` module (the result is
-    ``Sequential(normalize=..., net=...)``). ``pretrained=False`` tells adapters to skip
-    loading pretrained weights (a checkpoint's weights are loaded next anyway).
-    """
-    name, kwargs = _parse_arch(arch)
-    table = registry()
-    if name not in table:
-        raise SharpnessError(f"unknown architecture {name!r}; known: {sorted(table)}")
-    factory = table[name]
-    mean, std = kwargs.pop("mean", None), kwargs.pop("std", None)
-    if name not in ARCHS:
-        kwargs["pretrained"] = pretrained
-    check_kwargs(name, factory, kwargs)
-    net = factory(**kwargs)
-    if mean is None:
-        return net
-    return nn.Sequential(OrderedDict(normalize=Normalize(mean, std), net=net))
-
-
-def _parse_arch(arch: object) -> tuple[str, dict[str, Any]]:
-    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
-        raise SharpnessError(f"arch must be a dict {{'name': str, 'kwargs': dict}}, got {arch!r}")
-    kwargs = arch.get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise SharpnessError(f"arch {arch['name']!r}: kwargs must be a dict, got {kwargs!r}")
-    return arch["name"], dict(kwargs)
-
-
-def accepts(factory: Callable[..., Any], key: str) -> bool:
-    """Whether ``factory`` takes the keyword ``key`` (or any keyword)."""
-    params = inspect.signature(factory).parameters
-    return key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def check_kwargs(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Name the keyword arguments ``factory`` does not take, instead of a bare ``TypeError``."""
-    bad = [k for k in kwargs if not accepts(factory, k)]
-    if bad:
-        known = [k for k in inspect.signature(factory).parameters if k != "self"]
-        raise SharpnessError(f"architecture {name!r} takes no argument(s) {bad}; it takes {known}")
-
-
-def complete_arch(arch: dict[str, Any], in_shape: Shape | None, n_classes: int,
-                  mean: Sequence[float] | None, std: Sequence[float] | None) -> dict[str, Any]:
-    """Fill in what the data decides (``in_shape``, ``n_classes``, ``mean``, ``std``) where the model takes it.
-
-    Values already present in ``arch`` win.
-    """
-    name, kwargs = _parse_arch(arch)
-    factory = registry().get(name)
-    if factory is None:
-        raise SharpnessError(f"unknown architecture {name!r}; known: {sorted(registry())}")
-    found: dict[str, Any] = {"in_shape": list(in_shape) if in_shape is not None else None, "n_classes": n_classes}
-    if name in ARCHS and mean is not None and std is not None:
-        found.update(mean=list(mean), std=list(std))
-    for key, value in found.items():
-        if value is not None and key not in kwargs and (key in ("mean", "std") or accepts(factory, key)):
-            kwargs[key] = value
-    return {"name": name, "kwargs": kwargs}
 
 
 def n_params(model: nn.Module) -> int:

@@ -33,7 +33,7 @@ import torch
 
 from sharpness.errors import SharpnessError
 from sharpness.zoo.datasets import DataBundle, from_tensors
-from sharpness.zoo.evaluation import OodSet, ood_set
+from sharpness.zoo.ood import OodSet, ood_set
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MNLI_CLASSES = ("entailment", "neutral", "contradiction")

@@ -19,6 +19,10 @@ carried by the delta method: with :math:`s_d` the standard error of the rise at 
 :math:`r'` its slope (a secant over :math:`\sigma^* \cdot 1.25^{\pm 1}`),
 :math:`\mathrm{se}(\sigma^*) = s_d / r'` and :math:`\mathrm{se}(1/\sigma^{*2}) = 2\,\mathrm{se}(\sigma^*)/\sigma^{*3}`.
 
+Every trial runs its draws or its search through the mode's executor, in coordinates of its own: the
+measurement's weights with the trial's scale vector. In the fast mode the box searches run in reduced
+precision (each best point re-evaluated in the model's dtype) and the draws several per pass.
+
 >>> sigma = largest_scale(lambda s: s * s, target=0.25)
 >>> round(sigma, 3), sigma**2 <= 0.25
 (0.5, True)
@@ -26,24 +30,22 @@ carried by the delta method: with :math:`s_d` the standard error of the rise at 
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import math
-import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from sharpness.average_case import average_case, monte_carlo_variance
+from sharpness.average_case import monte_carlo_variance
+from sharpness.cases.context import Case, Context
+from sharpness.cases.summary import Summary, batch_stderr, monte_carlo_stderr
 from sharpness.errors import SharpnessError
-from sharpness.measure import Clean, Summary
+from sharpness.execution.executor import Executor
 from sharpness.objective import Batch
 from sharpness.scaling import filter_dims, scale_of
-from sharpness.space import Probe
-from sharpness.spec import Scaling, Spec
-from sharpness.worst_case import worst_case
+from sharpness.space import Probe, WeightSpace
+from sharpness.spec import Init, Norm, Scaling, Spec
 
 START = 0.05
 MAX_DOUBLINGS = 64
@@ -83,9 +85,8 @@ def _bracket(rise: Callable[[float], float], target: float, start: float) -> tup
     )
 
 
-def base_scale(probe: Probe, scaling: Scaling) -> torch.Tensor:
+def base_scale(space: WeightSpace, model: torch.nn.Module, scaling: Scaling) -> torch.Tensor:
     """``c0``: the scale of ``scaling`` without ``eta``, at the unperturbed weights."""
-    space, model = probe.space, probe.objective.model
     names = {id(p): n for n, p in model.named_parameters()}
     dims = filter_dims(model)
     return torch.cat([
@@ -94,80 +95,100 @@ def base_scale(probe: Probe, scaling: Scaling) -> torch.Tensor:
     ])
 
 
-@contextlib.contextmanager
-def _scaled(probe: Probe, c: torch.Tensor) -> Iterator[None]:
-    """The probe's space with another scale vector, for the duration of the block."""
-    space = probe.space
-    probe.space = copy.copy(space)
-    probe.space.c, probe.space.active = c, c > 0
-    try:
-        yield
-    finally:
-        probe.space = space
+@dataclass(frozen=True)
+class Noise:
+    """The draws of one trial: ``n_iters`` points of ``N(0, I)`` in the trial's coordinates."""
+
+    n_iters: int
+    antithetic: bool
+    norm: Norm = "l2"
+    rho: float = 1.0
 
 
-def trial(probe: Probe, batch: Batch, spec: Spec, c0: torch.Tensor, seed: int, clean: tuple[float, float | None],
-          scale: float) -> Trial:
-    """The rise at ``scale`` on one m-batch, with the random numbers of ``seed``."""
-    generator = torch.Generator(device=c0.device).manual_seed(seed)
-    loss0, err0 = clean
-    # (rise, variance of its estimate) of the loss and of the 0-1 error.
-    loss: tuple[float, float]
-    error: tuple[float, float] | None = None
-    if spec.norm == "l2":
-        noise = Spec(case="average", norm="l2", rho=1.0, n_iters=spec.n_iters, antithetic=spec.antithetic)
-        with _scaled(probe, (c0.square() * scale**2 + spec.eta**2).sqrt()):
-            losses, errors = average_case(probe, batch, noise, generator, err0 is not None)
-        loss = _mean_and_variance(losses - loss0, spec.antithetic)
-        if errors is not None and err0 is not None:
-            error = _mean_and_variance(errors - err0, spec.antithetic)
-    else:
-        box = Spec(case="worst", norm="linf", rho=scale, n_iters=spec.n_iters, n_restarts=spec.n_restarts,
-                   init=spec.init)
-        with _scaled(probe, c0 + spec.eta / scale):
-            best = worst_case(probe, batch, box, generator, err0 is not None)
-        # The unperturbed point is in the box: a search that never beat it reports it.
-        raised = float(best.loss) > loss0
-        loss = (float(best.loss) - loss0 if raised else 0.0, 0.0)
-        if best.error is not None and err0 is not None:
-            error = (float(best.error) - err0 if raised else 0.0, 0.0)
-    chosen = loss if spec.target == "loss" or error is None else error
-    return Trial(chosen[0], math.sqrt(chosen[1]), None if error is None else error[0])
+@dataclass(frozen=True)
+class Box:
+    """The search of one trial: Auto-PGD over the unit box of the trial's coordinates scaled by ``rho``."""
+
+    rho: float
+    n_iters: int
+    n_restarts: int
+    init: Init
+    norm: Norm = "linf"
+
+
+@dataclass(frozen=True)
+class Trials:
+    """What every trial of one m-batch shares: the mode, the weights, the m-batch and its random numbers."""
+
+    executor: Executor
+    probe: Probe
+    space: WeightSpace
+    batch: Batch
+    spec: Spec
+    c0: torch.Tensor
+    seed: int
+    clean: tuple[float, float | None]
+
+    def at(self, scale: float) -> Trial:
+        """The rise at ``scale``, with the random numbers of ``seed``."""
+        spec, loss0, err0 = self.spec, *self.clean
+        generator = torch.Generator(device=self.c0.device).manual_seed(self.seed)
+        # (rise, variance of its estimate) of the loss and of the 0-1 error.
+        loss: tuple[float, float]
+        error: tuple[float, float] | None = None
+        if spec.norm == "l2":
+            probe = self.probe.derived(self.space.rescaled((self.c0.square() * scale**2 + spec.eta**2).sqrt()))
+            noise = Noise(spec.n_iters, spec.antithetic)
+            losses, errors = self.executor.sample(probe, self.batch, noise, generator, err0 is not None)
+            loss = _mean_and_variance(losses - loss0, spec.antithetic)
+            if errors is not None and err0 is not None:
+                error = _mean_and_variance(errors - err0, spec.antithetic)
+        else:
+            probe = self.probe.derived(self.space.rescaled(self.c0 + spec.eta / scale))
+            box = Box(scale, spec.n_iters, spec.n_restarts, spec.init)
+            best = self.executor.search(probe, [self.batch], box, generator, [err0 is not None])[0]
+            # The unperturbed point is in the box: a search that never beat it reports it.
+            raised = float(best.loss) > loss0
+            loss = (float(best.loss) - loss0 if raised else 0.0, 0.0)
+            if best.error is not None and err0 is not None:
+                error = (float(best.error) - err0 if raised else 0.0, 0.0)
+        chosen = loss if spec.target == "loss" or error is None else error
+        return Trial(chosen[0], math.sqrt(chosen[1]), None if error is None else error[0])
 
 
 def _mean_and_variance(values: torch.Tensor, antithetic: bool) -> tuple[float, float]:
     return float(values.mean()), float(monte_carlo_variance(values, antithetic))
 
 
-def search(probe: Probe, batch: Batch, spec: Spec, c0: torch.Tensor, seed: int,
-           clean: tuple[float, float | None]) -> tuple[float, Trial, float]:
+def search(trials: Trials) -> tuple[float, Trial, float]:
     """``sigma*`` of one m-batch, the trial there, and the Monte-Carlo variance of ``1 / sigma*^2``."""
-    at = functools.lru_cache(maxsize=None)(functools.partial(trial, probe, batch, spec, c0, seed, clean))
-    sigma = largest_scale(lambda s: at(s).rise, spec.rho)
-    if spec.norm == "linf":
+    at = functools.lru_cache(maxsize=None)(trials.at)
+    sigma = largest_scale(lambda s: at(s).rise, trials.spec.rho)
+    if trials.spec.norm == "linf":
         return sigma, at(sigma), 0.0
     slope = (at(sigma * SECANT).rise - at(sigma / SECANT).rise) / (sigma * (SECANT - 1 / SECANT))
     se_sigma = at(sigma).stderr / slope if slope > 0 else math.nan
     return sigma, at(sigma), (2 * se_sigma / sigma**3) ** 2
 
 
-def pacbayes_case(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
-                  generator: torch.Generator) -> Summary:
+def run(ctx: Context) -> Summary:
     """``1 / sigma*^2`` of each m-batch; the standard error carries the Monte-Carlo error (``l2``)."""
-    if spec.target == "error" and any(e is None for _, e in clean):
+    spec = ctx.spec
+    if spec.target == "error" and any(e is None for _, e in ctx.clean):
         raise SharpnessError(
             "pacbayes: target='error' needs classifier outputs ((N, K >= 2) logits, integer targets); "
             "use target=loss"
         )
-    c0 = base_scale(probe, spec.scaling)
-    found = [search(probe, batch, spec, c0, int(torch.randint(2**62, (), generator=generator, device=c0.device)),
-                    point) for batch, point in zip(batches, clean)]
+    c0 = base_scale(ctx.space, ctx.probe.objective.model, spec.scaling)
+    found = []
+    for batch, point in zip(ctx.batches, ctx.clean):
+        seed = int(torch.randint(2**62, (), generator=ctx.generator, device=c0.device))
+        found.append(search(Trials(ctx.executor, ctx.probe, ctx.space, batch, spec, c0, seed, point)))
     per_batch = [1 / sigma**2 for sigma, _, _ in found]
     if spec.norm == "l2":
-        total = math.sqrt(sum(var for _, _, var in found)) / len(found)
-        stderr = None if math.isnan(total) else total
+        stderr = monte_carlo_stderr([var for _, _, var in found])
     else:
-        stderr = statistics.stdev(per_batch) / math.sqrt(len(per_batch)) if len(per_batch) > 1 else None
+        stderr = batch_stderr(per_batch, summation="rational")
     errors = [t.error_rise for _, t, _ in found]
     details = {
         "sigma": [sigma for sigma, _, _ in found],
@@ -177,3 +198,6 @@ def pacbayes_case(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
     }
     error_increase = None if None in errors else [e for e in errors if e is not None]
     return Summary(per_batch, error_increase, stderr, None, details)
+
+
+CASE = Case("pacbayes", run)

@@ -9,6 +9,11 @@ reported as the mean over m-batches. In the full space :math:`C` is the ball of 
 :math:`|\delta_i| \le \epsilon (|w_i| + 1)` is ``linf`` with ``scaling="elementwise"``, ``eta=1`` and
 ``rho=eps``.
 
+The search goes through the mode's executor like the worst case's: in the fast mode it runs in reduced
+precision with stacked m-batches, in the full space on the functional engine, in a subspace on the module
+engine (the subspace's points are written into the model), and each best point is re-evaluated in the
+model's dtype.
+
 With ``subspace=p`` the search runs in a random p-dimensional subspace, as Keskar et al. also do:
 :math:`\delta = A (s \odot y)`, :math:`\|y\|_p \le \rho`, where :math:`A` has orthonormal columns (the QR
 factor of a Gaussian matrix drawn from ``seed``, so :math:`A^+ = A^\top`) and :math:`s = |A^\top w| + \eta`
@@ -22,17 +27,17 @@ True
 
 from __future__ import annotations
 
-import math
-import statistics
-from typing import cast
+import dataclasses
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from sharpness.cases import worst
+from sharpness.cases.context import Case, Context
+from sharpness.cases.summary import Summary, batch_stderr
 from sharpness.errors import SharpnessError
-from sharpness.measure import CASES, Clean, Summary
-from sharpness.objective import Batch
-from sharpness.space import Probe, WeightSpace
+from sharpness.space import Ball, FlatBall, Radius, WeightSpace
 from sharpness.spec import Spec
 
 
@@ -43,13 +48,16 @@ def subspace_basis(numel: int, dim: int, seed: int, like: torch.Tensor) -> torch
     return torch.linalg.qr(gauss).Q
 
 
-class Subspace(WeightSpace):
+class Subspace:
     """Coordinates :math:`y` of a random subspace: :math:`w = w_0 + A (s \\odot y)`.
 
-    It stands in for a :class:`WeightSpace` in a :class:`Probe`: ``w0`` is the origin of the
-    ``y`` coordinates and ``c`` the scale ``s``; points are written through an unscaled copy of the
-    full space (``delta`` itself), so weights whose full-space scale is 0 raise no division.
+    They are :class:`~sharpness.space.Coordinates` of their own: ``w0`` is the origin of the ``y``
+    coordinates and ``c`` the scale ``s``; points are written through an unscaled copy of the full space
+    (``delta`` itself), so weights whose full-space scale is 0 raise no division.
     """
+
+    flat = False  # a point is A (s * y), not w0 + c * y
+    runs_exactly: str | None = None
 
     def __init__(self, full: WeightSpace, dim: int, spec: Spec) -> None:
         if dim > full.numel:
@@ -62,6 +70,10 @@ class Subspace(WeightSpace):
         self.w0 = torch.zeros_like(coords)
         self.active = self.c > 0
 
+    @property
+    def numel(self) -> int:
+        return self.w0.numel()
+
     @torch.no_grad()
     def set(self, u: torch.Tensor) -> None:
         self.full.set(self.basis @ (self.c * u))
@@ -72,20 +84,26 @@ class Subspace(WeightSpace):
     def grad_u(self, loss: torch.Tensor) -> torch.Tensor:
         return (self.basis.T @ self.full.grad_u(loss)).mul_(self.c)
 
+    def zeros(self) -> torch.Tensor:
+        return torch.zeros_like(self.w0)
 
-def keskar_case(probe: Probe, batches: list[Batch], clean: Clean, spec: Spec,
-                generator: torch.Generator) -> Summary:
+    def ball(self, spec: Radius) -> Ball:
+        return FlatBall(spec.norm, spec.rho, self.w0.dtype)
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+
+def run(ctx: Context) -> Summary:
     """Auto-PGD maximum of each m-batch, normalised as Keskar et al. do."""
-    search = probe
+    spec = ctx.spec
     if spec.subspace:
-        search = Probe(probe.objective, Subspace(probe.space, spec.subspace, spec))
-    try:
-        found = CASES["worst"](search, batches, clean, spec, generator)
-    finally:
-        if search is not probe:
-            probe.n_forward += search.n_forward
-            probe.n_backward += search.n_backward
-    per_batch = [100 * rise / (1 + loss) for rise, (loss, _) in zip(found.per_batch, clean)]
-    stderr = statistics.stdev(per_batch) / math.sqrt(len(per_batch)) if len(per_batch) > 1 else None
+        ctx = dataclasses.replace(ctx, probe=ctx.probe.derived(Subspace(ctx.space, spec.subspace, spec)))
+    found = worst.run(ctx)
+    per_batch = [100 * rise / (1 + loss) for rise, (loss, _) in zip(found.per_batch, ctx.clean)]
     details = {"subspace": spec.subspace} if spec.subspace else {}
-    return Summary(per_batch, found.error_increase, stderr, found.radius, details)
+    return Summary(per_batch, found.error_increase, batch_stderr(per_batch, summation="rational"), found.radius,
+                   details)
+
+
+CASE = Case("keskar", run)
