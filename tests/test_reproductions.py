@@ -76,3 +76,10 @@ def test_calibration_rule_picks_the_smallest_radius_that_clears_every_bar(calibr
     assert chosen == ([] if expected is None else [expected])
     assert calibrate.chosen_specs(summary) == (
         ["# worst-l2: no radius passes"] if expected is None else [f"worst-l2:rho={expected:g}"])
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "paper").glob("*.yaml")), ids=lambda p: p.stem)
+def test_paper_setting_configs_load_and_name_a_packaged_zoo(config):
+    cfg = load_config(config)
+    assert cfg.zoo.kind == "config" and cfg.zoo.path.is_file()
+    assert len(load_grid(cfg.zoo.path)) > 0 and len(cfg.specs) >= 24
