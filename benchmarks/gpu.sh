@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU check of issue 3: correctness on the GPU, then the timing table.
+# The prepared GPU check of the two modes: correctness on the GPU, then the timing table.
 #
 #   bash benchmarks/gpu.sh [OUT]        # from the repository root, on a CUDA machine
 #
@@ -18,7 +18,8 @@ export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 START=$SECONDS
 
-# The issue's sizes: 8 m-batches of 128 CIFAR-shaped images, 20 iterations or draws, the issue's two models.
+# The reference sizes: 8 m-batches of 128 CIFAR-shaped images, 20 iterations or draws, PreAct ResNet-18 and
+# the SimpleViT.
 # SMOKE=1 shrinks everything (to check this script on a CPU in a minute or two).
 if [ -n "${SMOKE:-}" ]; then
   SIZE=(--batches 2 --m 8 --n-iters 3 --image 16 --repeats 1 --width 16)

@@ -6,7 +6,7 @@ For each model it measures, in one process and with the same m-batches:
   dtype: worst case ``n_iters`` forward+backward passes plus two forwards (the clean loss and the
   last iterate) per m-batch; average case ``n_iters + 1`` forwards per m-batch;
 * each **case** (worst L-inf, worst L2, average L2, elementwise-adaptive) in each **mode**
-  (``exact``, ``fast``, or ``fast:key=value,...`` to pin :class:`~sharpness.fast.FastOptions`),
+  (``exact``, ``fast``, or ``fast:key=value,...`` to pin :class:`~sharpness.execution.options.FastOptions`),
   its ratio to its floor, its peak device memory and its value.
 
 Timings are interleaved (every item once per repeat, in the same order) and the best of the
@@ -55,7 +55,8 @@ from sharpness.errors import SharpnessError
 from sharpness.runtime import device_named
 from sharpness.spec import Spec
 
-# Default widths: the GPU table's sizes (PERF-NOTES.md); the CPU check passes --width.
+# Default widths: those of the GPU timing table (PreAct ResNet-18 at width 64, 11.2 M parameters; the SimpleViT
+# at dim 512, 12.6 M); the CPU check passes --width.
 DEFAULT_WIDTH = {"cnn": 32, "resnet18": 64, "vit": 512}
 
 
@@ -78,7 +79,7 @@ def build_model(name: str, width: int, image: int, n_classes: int = 10) -> nn.Mo
     """The benchmarked networks, from the zoo: a small CNN with BatchNorm, PreAct ResNet-18, SimpleViT.
 
     ``width`` is the CNN's first width, the ResNet's first stage width and the ViT's token
-    dimension (16 heads of ``width / 16``, MLP ``2 * width``; the issue's ViT at 512).
+    dimension (16 heads of ``width / 16``, MLP ``2 * width``; the GPU table's ViT at 512).
     """
     from sharpness.zoo.models import PreActResNet18, SimpleViT, SmallCNN
 
@@ -355,7 +356,7 @@ def vit_b16_memory(m: int = 256, card_gib: float = 80.0, precision: str = "tf32"
     Bytes autograd saves in one forward are measured on the CPU for one and two images (their
     difference is one example's activations; the rest, weight copies, is paid once per row;
     TF32 stores what float32 stores, bf16 its own copies), then
-    :func:`sharpness.fast.estimate_bytes` adds the model and the search's flat vectors.
+    :func:`sharpness.execution.memory.estimate_bytes` adds the model and the search's flat vectors.
     """
     from sharpness.fast import FLAT_VECTORS, estimate_bytes, saved_bytes_of
     from sharpness.zoo.models import SimpleViT
@@ -385,7 +386,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = device_named(args.device, "--device")
-    # Floors and the exact mode in true float32, as the issue's table was measured (cuDNN allows TF32 by default).
+    # Floors and the exact mode in true float32, as the reference GPU table was measured (cuDNN allows TF32 by
+    # default).
     # The fast mode turns TF32 on for its own search passes only.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     report: dict[str, Any] = {"environment": environment(device), "settings": _settings(args), "models": []}

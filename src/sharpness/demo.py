@@ -26,7 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    from sharpness.study.runner import report, run
+    from sharpness.study.report import report
+    from sharpness.study.runner import run
 
     start = time.perf_counter()
     summary = run(CONFIG, out=args.out, progress=not args.no_progress)

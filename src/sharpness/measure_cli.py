@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sharpness.errors import SharpnessError
+from sharpness.modes import DEFAULT_MODE, MODES
 from sharpness.runtime import check_threads, device_named, torch_threads
 from sharpness.spec import Spec
 
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", action="append", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--split", default="train", choices=["train", "test"], help="data split to measure on")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
-    p.add_argument("--mode", default="exact", choices=["exact", "fast"],
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
                    help="how to execute, not what to measure: exact (default) or fast (reduced-precision searches "
                         "re-evaluated in the model's dtype, stacked passes), as measure(..., mode=...)")
     p.add_argument("--float64", action="store_true", help="measure in float64 (default: the model's dtype)")
@@ -76,6 +77,7 @@ def run_measure(args: argparse.Namespace) -> int:
     import torch
 
     from sharpness.measure import measure
+    from sharpness.zoo.model_inputs import to_device
 
     specs = [Spec.parse(text) for text in args.spec]
     check_threads(args.threads)
@@ -84,7 +86,7 @@ def run_measure(args: argparse.Namespace) -> int:
         check_writable(args.json, "--json")
     model, card, x, y = _model_and_data(args)
     model = model.to(device, dtype=torch.float64) if args.float64 else model.to(device)
-    x, y = _to(x, device, torch.float64 if args.float64 else None), y.to(device)
+    x, y = to_device(x, device, torch.float64 if args.float64 else None), y.to(device)
     records: list[dict[str, Any]] = []
     print(f"{'spec':<52} {'value':>12} {'stderr':>10} {'err incr':>9} {'radius':>10} {'s':>7}")
     try:
@@ -152,12 +154,6 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any,
         return model.eval(), {"id": text}, x, y
     raise SharpnessError(f"{text!r} is not a model folder: it has no card.json (a sharpness zoo model) and no "
                          "config.json (a Hugging Face model); a timm model is written timm:NAME")
-
-
-def _to(x: Any, device: Any, dtype: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: v.to(device) for k, v in x.items()}
-    return x.to(device, dtype=dtype) if dtype is not None and x.is_floating_point() else x.to(device)
 
 
 def _fmt(v: float | None) -> str:

@@ -52,7 +52,7 @@ _QUOTE_NEEDED = re.compile(r'[,:=" \t]|^$')
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A definition of sharpness (DESIGN.md section 2).
+    """A definition of sharpness.
 
     The cases (``scaling`` and ``eta`` build ``c(w)`` and ``D = diag(c)`` in every one of them):
 

@@ -83,7 +83,7 @@ def test_floors_run_exactly_the_passes_a_definition_needs(case: str, n_batches: 
 
 
 @pytest.mark.parametrize(("name", "width", "millions"), [("resnet18", 64, 11.2), ("vit", 512, 12.6)])
-def test_the_issue_models_have_their_sizes(name: str, width: int, millions: float) -> None:
+def test_the_benchmark_models_have_their_sizes(name: str, width: int, millions: float) -> None:
     with torch.device("meta"):
         model = bench.build_model(name, width, 32)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == millions

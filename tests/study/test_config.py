@@ -63,6 +63,7 @@ def test_full_config(tmp_path: Path) -> None:
     assert cfg.name == "my-study" and cfg.text == path.read_text()
     assert cfg.zoo.kind == "folder" and cfg.zoo.path.resolve() == (tmp_path / "zoo").resolve()
     assert (cfg.eval.split, cfg.eval.n, cfg.eval.device, cfg.eval.threads) == ("test", 500, "cpu", 1)
+    assert cfg.eval.mode == "exact"  # the default
     assert [str(s) for s in cfg.specs] == [
         "worst-linf-elementwise:rho=0.001,m=64,n_examples=256",
         "worst-linf-elementwise:rho=0.002,m=64,n_examples=256",
@@ -101,6 +102,7 @@ def test_zoo_sources(zoo: str, kind: str, tail: str) -> None:
         (BASE + "eval:\n  split: valid\nspecs: [worst-l2:rho=1]", 4, "eval.split", "'valid'"),
         (BASE + "eval:\n  n: -3\nspecs: [worst-l2:rho=1]", 4, "eval.n", "positive integer"),
         (BASE + "eval:\n  threads: 0\nspecs: [worst-l2:rho=1]", 4, "eval.threads", "positive integer"),
+        (BASE + "eval:\n  mode: turbo\nspecs: [worst-l2:rho=1]", 4, "eval.mode", "expected one of ['exact', 'fast']"),
         (BASE + "specs: [worst-l2:rho=1]\nresources:\n  num_gpus: -1\n", 5, "resources.num_gpus", ">= 0"),
         (BASE + "specs: [worst-l2:rho=1]\nreport:\n  colour_by: lr\n", 5, "report.colour_by", "unknown key"),
         (BASE + "specs: []\n", 3, "specs", "non-empty list"),
@@ -122,6 +124,12 @@ def test_errors_name_line_and_key(text: str, line: int, where: str, message: str
     if "YAML" not in message:
         assert f"line {line}" in text_of_error
         assert where in text_of_error
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_eval_mode(mode: str) -> None:
+    cfg = load_config(f"{BASE}eval: {{mode: {mode}, m: 64}}\nspecs: [worst-l2:rho=1]\n")
+    assert cfg.eval.mode == mode and str(cfg.specs[0]) == "worst-l2-elementwise:rho=1.0,m=64"  # not a Spec field
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

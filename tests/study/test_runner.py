@@ -215,7 +215,7 @@ import sys
 from pathlib import Path
 from sharpness.errors import SharpnessError
 from sharpness.study import load, status
-from sharpness.study.runner import report
+from sharpness.study.report import report
 folder, out = Path(sys.argv[1]), Path(sys.argv[2])
 print(status(folder)["done"], len(load(folder)))
 try:

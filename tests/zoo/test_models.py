@@ -40,7 +40,7 @@ def test_forward_shape_and_count(name: str, kwargs: dict, shape: tuple, count: i
 @pytest.mark.parametrize(("model", "low", "high"), [
     (lambda: PreActResNet18((3, 32, 32), 10, width=64), 11.1e6, 11.25e6),
     (lambda: SimpleViT((3, 32, 32), 10, patch=4, dim=512, depth=6, heads=16, mlp_dim=1024), 12.55e6, 12.7e6),
-], ids=["preact_resnet18-w64", "simple_vit-perf-notes"])
+], ids=["preact_resnet18-w64", "simple_vit-dim512"])
 def test_reference_sizes(model, low: float, high: float) -> None:
     assert low <= n_params(model()) <= high
 

@@ -14,12 +14,11 @@ from sharpness import SharpnessError
 from sharpness.zoo import augment as aug
 from sharpness.zoo import build, datasets
 from sharpness.zoo.archs import complete_arch
+from sharpness.zoo.model_inputs import noisy_labels, row_major
 from sharpness.zoo.train import (
     TrainConfig,
     frozen_batchnorm_stats,
     lr_factor,
-    noisy_labels,
-    row_major,
     sam_gradient,
     sam_perturbation,
     train,

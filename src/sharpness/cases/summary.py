@@ -45,12 +45,14 @@ def mean(values: Sequence[float]) -> float:
 
 
 def batch_stderr(values: Sequence[float], summation: Literal["fsum", "rational"] = "fsum") -> float | None:
-    """Standard error of the mean over m-batches, ``None`` for one m-batch.
+    r"""Standard error of the mean over m-batches, :math:`\sqrt{\sum_i (v_i - \bar v)^2 / ((n - 1)\, n)}`,
+    ``None`` for one m-batch.
 
-    Both summations are exact up to the last rounding and differ only there: ``fsum`` (the worst and
-    average cases) sums squared deviations with ``math.fsum``, ``rational`` (the curvature and classic
-    cases) is :func:`statistics.stdev`. Each case keeps its own so that its values stay the same bit
-    for bit, in stored studies too.
+    Two summation orders compute it, exact up to the last rounding and different only there: ``fsum``
+    (the worst and average cases) sums squared deviations with ``math.fsum``, ``rational`` (the curvature
+    and classic cases) is :func:`statistics.stdev` (exact rational arithmetic, then one rounding). Each case keeps the
+    one it was written with, so that the standard errors it reports, and those stored in studies, stay the
+    same bit for bit; merging them would change the last bit of some.
     """
     n = len(values)
     if n < 2:

@@ -19,14 +19,11 @@ A case asks its mode for the two primitives of :class:`~sharpness.execution.exec
 
 from __future__ import annotations
 
-from typing import get_args
-
 from sharpness.errors import SharpnessError
 from sharpness.execution.exact import ExactExecutor
-from sharpness.execution.executor import Executor, Mode
+from sharpness.execution.executor import Executor
 from sharpness.execution.fast import FastExecutor
-
-MODES: tuple[Mode, ...] = get_args(Mode)
+from sharpness.modes import MODES, Mode
 
 
 def executor_for(mode: str) -> Executor:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from sharpness.average_case import Draws, average_case
-from sharpness.execution.executor import Mode
+from sharpness.modes import Mode
 from sharpness.objective import Batch
 from sharpness.space import Probe
 from sharpness.worst_case import Best, Search, worst_case

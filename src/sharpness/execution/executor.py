@@ -16,17 +16,15 @@ the details of the fast mode's paths.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from sharpness.average_case import Draws
+from sharpness.modes import Mode
 from sharpness.objective import Batch
 from sharpness.space import Probe
 from sharpness.worst_case import Best, Search
-
-# How a measurement executes; the definition (the Spec) is the same in every mode.
-Mode = Literal["exact", "fast"]
 
 
 class Executor(Protocol):

@@ -48,11 +48,11 @@ from torch import nn
 
 from sharpness.average_case import Draws, draws
 from sharpness.execution.exact import ExactExecutor
-from sharpness.execution.executor import Mode
 from sharpness.execution.ladder import Rung, ladder
 from sharpness.execution.memory import memory_stack
 from sharpness.execution.options import FastOptions, Plan, chunks, current_options, plan
 from sharpness.execution.stacked import StackedProbe, stack_batches, stack_groups
+from sharpness.modes import Mode
 from sharpness.objective import Batch
 from sharpness.space import Probe
 from sharpness.worst_case import Best, Search, worst_case

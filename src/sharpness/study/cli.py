@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from sharpness.modes import MODES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sharpness study`` and its three commands."""
@@ -53,6 +55,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="study folder (default: runs/<name of the config>)")
     p.add_argument("--threads", type=int, metavar="N", default=None,
                    help="torch intra-op threads for measuring on the CPU (default: the config's eval.threads)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="how measure() executes: exact or fast (default: the config's eval.mode, else exact); "
+                        "fast rows have keys of their own")
     p.add_argument(
         "--backend",
         choices=("local", "ray"),
@@ -109,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = run(
         args.config,
         threads=check_threads(args.threads),
+        mode=args.mode,
         out=args.out,
         backend=args.backend,
         address=args.address,
@@ -138,7 +144,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sharpness.study.runner import report
+    from sharpness.study.report import report
     from sharpness.study.store import status
 
     path, tau = report(args.folder, color_by=args.color_by, out=args.out)

@@ -16,6 +16,7 @@ the zoo, the evaluation data, the definitions and the targets::
       n: null                    # examples loaded from it (null: all)
       device: auto               # auto | cpu | cuda | cuda:1 ...
       threads: null              # torch threads (null: torch's default)
+      mode: exact                # exact | fast: how measure() executes (sharpness.measure's mode=)
       n_examples: 1024           # any Spec field: a default for every definition below
       m: 128
     specs:
@@ -55,6 +56,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from sharpness.errors import SharpnessError
+from sharpness.modes import DEFAULT_MODE, MODES, Mode
 from sharpness.spec import Spec
 
 ZooKind = Literal["config", "folder", "csv"]
@@ -64,6 +66,8 @@ KeyPath = tuple[str | int, ...]
 # Spec fields a definition may vary or ``eval`` may default; the head names the rest.
 _HEAD_FIELDS = ("case", "norm", "scaling")
 _SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(Spec) if f.name not in _HEAD_FIELDS)
+# Keys of ``eval`` that are not Spec fields.
+_EVAL_KEYS = ("split", "n", "device", "threads", "mode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +98,15 @@ class EvalOptions:
     ``threads``: torch's intra-op threads while the zoo trains and the units run (``None``:
     torch's default). One thread is the fastest for small models on a busy machine, where a
     team of OpenMP threads waits on each other at every small operation.
+
+    ``mode``: how each unit's ``sharpness.measure(..., mode=mode)`` executes (``exact`` or ``fast``).
     """
 
     split: Split = "train"
     n: int | None = None
     device: str = "auto"
     threads: int | None = None
+    mode: Mode = DEFAULT_MODE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +292,7 @@ def _zoo_config_path(raw: str, base: Path) -> Path:
 
 
 def _eval(doc: _Doc) -> tuple[EvalOptions, dict[str, Any]]:
-    section = doc.mapping(("eval",), ("split", "n", "device", "threads", *(f for f in _SPEC_FIELDS if f != "rho")))
+    section = doc.mapping(("eval",), (*_EVAL_KEYS, *(f for f in _SPEC_FIELDS if f != "rho")))
     split = section.get("split", "train")
     if split not in get_args(Split):
         raise doc.error(("eval", "split"), f"expected one of {list(get_args(Split))}, got {split!r}")
@@ -296,13 +303,16 @@ def _eval(doc: _Doc) -> tuple[EvalOptions, dict[str, Any]]:
     device = section.get("device", "auto")
     if not isinstance(device, str) or not (device in ("auto", "cpu", "mps") or device.startswith("cuda")):
         raise doc.error(("eval", "device"), f"expected auto, cpu, cuda or cuda:N, got {device!r}")
-    defaults = {k: v for k, v in section.items() if k not in ("split", "n", "device", "threads")}
+    mode = section.get("mode", DEFAULT_MODE)
+    if mode not in MODES:
+        raise doc.error(("eval", "mode"), f"expected one of {list(MODES)}, got {mode!r}")
+    defaults = {k: v for k, v in section.items() if k not in _EVAL_KEYS}
     try:
         Spec(case="worst", norm="l2", rho=1.0, **defaults)
     except SharpnessError as e:
         named = [k for k in defaults if str(e).startswith(f"{k} ")]  # Spec's messages start with the field
         raise doc.error(("eval", *named[:1]), str(e)) from None
-    return EvalOptions(split, section.get("n"), device, section.get("threads")), defaults
+    return EvalOptions(split, section.get("n"), device, section.get("threads"), mode), defaults
 
 
 def _targets(doc: _Doc) -> tuple[str, ...] | None:

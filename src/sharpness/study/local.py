@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sharpness.errors import SharpnessError
-from sharpness.runtime import torch_threads
+from sharpness.runtime import device_named, torch_threads
 from sharpness.study.config import EvalOptions
 from sharpness.study.units import Data, ModelRef, Unit, data_identity
 
@@ -51,11 +51,11 @@ def compute_unit(unit: Unit, content: tuple[bytes | None, dict[str, Any]] | None
 
 
 def measure_unit(unit: Unit, model: nn.Module, card: dict[str, Any], data: Data) -> dict[str, Any]:
-    """``sharpness.measure(model, data, unit.spec)`` as a row (``failed`` if it raises)."""
+    """``sharpness.measure(model, data, unit.spec, mode=unit.eval.mode)`` as a row (``failed`` if it raises)."""
     from sharpness.measure import measure
 
     try:
-        result = measure(model, data, unit.spec, progress=False)  # the study shows its own bar
+        result = measure(model, data, unit.spec, mode=unit.eval.mode, progress=False)  # the study shows its own bar
     except Exception as e:
         return failed_row(unit, e, card)
     return {
@@ -107,7 +107,7 @@ def load_unit_inputs(unit: Unit, content: tuple[bytes | None, dict[str, Any]] | 
 
     ``content`` (weights bytes, card) stands in for the unit's model folder when given.
     """
-    device = resolve_device(unit.eval.device)
+    device = device_named(unit.eval.device, "eval.device")
     ref = unit.ref
     if content is not None:
         from sharpness.zoo.checkpoint import decode
@@ -166,18 +166,9 @@ def import_factory(path: str) -> Callable[[dict[str, str]], Any]:
     return function
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is the first GPU when there is one, else the CPU; other names are checked."""
-    from sharpness.runtime import device_named
-
-    resolved: torch.device = device_named(device, "eval.device")
-    return resolved
-
-
 def _to_device(data: Data, device: torch.device) -> Data:
+    from sharpness.zoo.model_inputs import to_device
+
     x, y = data
-    x = {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
-    return x, y.to(device)
+    return to_device(x, device), y.to(device)
 
-
-# ----------------------------------------------------------- zoo and plan

@@ -6,7 +6,8 @@ does: Kendall τ-b with every target (test error, generalization gap, each OOD e
 hyper-parameters themselves: a measure that merely tracks the learning rate shows up there), with a
 bootstrap interval, the granulated Ψ, the conditional mutual information and the sign-error with the
 primary target (:mod:`sharpness.stats`). The HTML has its CSS inline and its figures embedded as
-base64 PNG, and every value in it is HTML-escaped.
+base64 PNG, and every value in it is HTML-escaped. :func:`report` does all this for a study folder,
+with the targets and colouring of its config copy.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import base64
 import dataclasses
 import html
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,8 @@ from sharpness import stats
 from sharpness.errors import SharpnessError
 from sharpness.spec import Spec
 from sharpness.study import figures
+from sharpness.study.config import load_config
+from sharpness.study.store import CONFIG_COPY, load
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -548,3 +552,34 @@ normalised by the target's conditional entropy; the minimum over such sets is sh
 <dt>Sign-error (Dziugaite et al. 2020)</dt><dd>Over environments (pairs of models that differ in one
 hyper-parameter), the fraction of pairs the measure orders against the target (½ for a tie); mean over
 environments, and the worst environment (robust).</dd></dl>"""
+
+
+# ------------------------------------------------------------ a study folder
+def report(folder: str | Path, color_by: str | None = None, out: str | Path | None = None) -> tuple[Path, str]:
+    """Write the study's ``report.html`` and figures; returns its path and the τ table as text.
+
+    ``color_by`` and the targets default to the ``report`` and ``targets`` of the config copy; ``out`` (default:
+    the study folder) receives the report, so that a read-only study can be reported elsewhere.
+    """
+    folder = Path(folder)
+    cfg = load_config(folder / CONFIG_COPY)
+    df = load(folder)
+    targets = expand_targets(cfg.targets, df.columns)
+    target = Path(out) if out is not None else folder
+    if out is None and not os.access(folder, os.W_OK):
+        raise SharpnessError(f"the study folder {str(folder)!r} is read-only: write the report elsewhere (--out DIR)")
+    target.mkdir(parents=True, exist_ok=True)
+    path = write_report(df, target, color_by=color_by or cfg.color_by, targets=targets)
+    return path, format_tau_table(df, targets)
+
+
+def expand_targets(targets: Sequence[str] | None, columns: Iterable[str]) -> list[str] | None:
+    """The config's targets with ``ood`` standing for every OOD error column of the table.
+
+    >>> expand_targets(["test_err", "ood"], ["metric.ood.blur_err", "metric.ood.blur_loss", "metric.ood.noise_err"])
+    ['test_err', 'metric.ood.blur_err', 'metric.ood.noise_err']
+    """
+    if targets is None:
+        return None
+    ood = [c for c in columns if c.startswith("metric.ood.") and c.endswith("_err")]
+    return [name for t in targets for name in (ood if t == "ood" else [t])]

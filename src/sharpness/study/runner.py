@@ -1,11 +1,12 @@
 """The study runner: every (model, definition) pair becomes one row of ``study.sqlite``.
 
 A *unit* is one model measured under one :class:`~sharpness.Spec`. Its key is a content
-hash, ``sha256(model fingerprint : spec id : data fingerprint)``, where the model
-fingerprint is the SHA-256 of ``model.safetensors`` and the data fingerprint hashes what
-the evaluation data depend on (:func:`data_identity`). So a key names exactly what was
-computed: a retrained model with other weights, another definition or other data gets a
-new key, and a key already ``done`` is never computed again.
+hash, ``sha256(model fingerprint : spec id : data fingerprint)`` (and ``:mode=fast`` for
+the fast mode, :func:`~sharpness.study.units.unit_key`), where the model fingerprint is the
+SHA-256 of ``model.safetensors`` and the data fingerprint hashes what the evaluation data
+depend on (:func:`~sharpness.study.units.data_identity`). So a key names exactly what was
+computed: a retrained model with other weights, another definition, other data or another
+mode gets a new key, and a key already ``done`` is never computed again.
 
 A run (:func:`run`)
 
@@ -25,23 +26,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from sharpness.errors import SharpnessError
+from sharpness.modes import MODES, Mode
 from sharpness.runtime import torch_threads
 from sharpness.study.config import StudyConfig, load_config
 from sharpness.study.local import execute_local
-from sharpness.study.store import Store, export_tables
+from sharpness.study.store import CONFIG_COPY, DATABASE, Store, export_tables
 from sharpness.study.units import ModelRef, Unit, plan
 from sharpness.study.zoo_source import resolve_zoo
 
 Backend = Literal["local", "ray"]
-DATABASE = "study.sqlite"
-CONFIG_COPY = "config.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +69,7 @@ def run(
     retry_failed: bool = False,
     progress: bool = True,
     threads: int | None = None,
+    mode: Mode | None = None,
 ) -> RunSummary:
     """Run (or resume) a study.
 
@@ -83,6 +83,8 @@ def run(
         retry_failed: compute again the units stored as ``failed``.
         progress: show a progress bar with ETA on stderr.
         threads: torch threads for measuring on the CPU, instead of the config's ``eval.threads``.
+        mode: ``"exact"`` or ``"fast"``, instead of the config's ``eval.mode`` (part of the units' keys
+            when not ``"exact"``: the rows of one mode are not those of the other).
 
     Returns:
         A :class:`RunSummary`; ``summary.ok`` when every unit is done.
@@ -90,8 +92,12 @@ def run(
     if backend not in ("local", "ray"):
         raise SharpnessError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
     cfg = config if isinstance(config, StudyConfig) else load_config(config)
+    if mode is not None and mode not in MODES:
+        raise SharpnessError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if threads is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, threads=threads))
+    if mode is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, mode=mode))
     folder = Path(out) if out is not None else Path("runs") / cfg.name
     created = not folder.exists()
     try:
@@ -161,27 +167,6 @@ def _writer(store: Store, bar: Any) -> Callable[[dict[str, Any]], None]:
     return write
 
 
-def report(folder: str | Path, color_by: str | None = None, out: str | Path | None = None) -> tuple[Path, str]:
-    """Write the study's ``report.html`` and figures; returns its path and the τ table as text.
-
-    ``color_by`` and the targets default to the ``report`` and ``targets`` of the config copy; ``out`` (default:
-    the study folder) receives the report, so that a read-only study can be reported elsewhere.
-    """
-    from sharpness.study.report import format_tau_table, write_report
-    from sharpness.study.store import load
-
-    folder = Path(folder)
-    cfg = load_config(folder / CONFIG_COPY)
-    df = load(folder)
-    targets = _expand_targets(cfg.targets, df.columns)
-    target = Path(out) if out is not None else folder
-    if out is None and not os.access(folder, os.W_OK):
-        raise SharpnessError(f"the study folder {str(folder)!r} is read-only: write the report elsewhere (--out DIR)")
-    target.mkdir(parents=True, exist_ok=True)
-    path = write_report(df, target, color_by=color_by or cfg.color_by, targets=targets)
-    return path, format_tau_table(df, targets)
-
-
 def check_targets(targets: tuple[str, ...] | None, refs: list[ModelRef]) -> None:
     """Every target names a hyper-parameter or metric of the models' cards (checked when all cards are on disk)."""
     if not targets or any(ref.folder is None for ref in refs):
@@ -205,14 +190,6 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> list[str]:
     for k, v in tree.items():
         out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
     return out
-
-
-def _expand_targets(targets: tuple[str, ...] | None, columns: Iterable[str]) -> list[str] | None:
-    """``ood`` stands for every OOD error column of the table."""
-    if targets is None:
-        return None
-    ood = [c for c in columns if c.startswith("metric.ood.") and c.endswith("_err")]
-    return [name for t in targets for name in (ood if t == "ood" else [t])]
 
 
 # ---------------------------------------------------------------- executors

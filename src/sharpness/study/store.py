@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCHEMA_VERSION = "1"
+# The files of a study folder that the runner writes and the report reads.
+DATABASE = "study.sqlite"
+CONFIG_COPY = "config.yaml"
 
 # Columns of ``rows`` after ``key``; a row dict may give any subset.
 ROW_COLUMNS = (
@@ -208,7 +211,7 @@ def load(folder: str | Path) -> pd.DataFrame:
     """
     import pandas as pd
 
-    path = Path(folder) / "study.sqlite"
+    path = Path(folder) / DATABASE
     if not path.is_file():
         raise SharpnessError(f"{str(folder)!r} is not a study folder: {path.name} is missing")
     with Store(path, readonly=True) as store:
@@ -223,7 +226,7 @@ def load(folder: str | Path) -> pd.DataFrame:
 def status(folder: str | Path) -> dict[str, Any]:
     """Counts of the latest plan's units (``done``, ``failed``, ``pending``, ``total``) and
     ``failures``: the model, spec and error of each failed one."""
-    path = Path(folder) / "study.sqlite"
+    path = Path(folder) / DATABASE
     if not path.is_file():
         raise SharpnessError(f"{str(folder)!r} is not a study folder: {path.name} is missing")
     with Store(path, readonly=True) as store:

@@ -1,7 +1,8 @@
 """The units of a study: one (model, definition) pair each, and the keys that name them in the store.
 
 A unit's key is a hash of the model's fingerprint (its weights or its card), the definition and the
-data's fingerprint, so a study folder resumes exactly where it stopped, on any backend.
+data's fingerprint, and of the execution mode where it is not the default, so a study folder resumes
+exactly where it stopped, on any backend.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sharpness.modes import DEFAULT_MODE
 from sharpness.spec import Spec
 from sharpness.study.config import EvalOptions, StudyConfig
 
@@ -55,26 +57,35 @@ class Unit:
     eval: EvalOptions
 
 
-
 def plan(refs: Iterable[ModelRef], cfg: StudyConfig) -> list[Unit]:
     """One unit per (model, definition), model-major, each with its content key."""
     units = []
     for ref in refs:
         model_fp, data_fp = fingerprints(ref, cfg.eval)
         for spec in cfg.specs:
-            units.append(Unit(unit_key(model_fp, spec, data_fp), ref, spec, model_fp, data_fp, cfg.eval))
+            key = unit_key(model_fp, spec, data_fp, cfg.eval.mode)
+            units.append(Unit(key, ref, spec, model_fp, data_fp, cfg.eval))
     return units
 
 
-def unit_key(model_fingerprint: str, spec: Spec, data_fingerprint: str) -> str:
-    """The content hash naming one row.
+def unit_key(model_fingerprint: str, spec: Spec, data_fingerprint: str, mode: str = DEFAULT_MODE) -> str:
+    """The content hash naming one row: the first 32 hex digits of
+    ``sha256(model fingerprint : spec id : data fingerprint)``, with ``:mode=<mode>`` appended
+    for a mode other than the default.
 
-    >>> unit_key("a" * 64, Spec(case="worst", norm="l2", rho=0.1), "b" * 16)
-    '...'
-    >>> len(unit_key("a", Spec(case="worst", norm="l2", rho=0.1), "b"))
-    32
+    The default mode adds nothing, so the keys of studies written before modes existed stay
+    valid; a fast-mode row never stands in for an exact one (its values may differ in the last bits).
+
+    >>> spec = Spec(case="worst", norm="l2", rho=0.1)
+    >>> unit_key("a" * 64, spec, "b" * 16)
+    '225b6ad8e18a41596667a1fa035dacd1'
+    >>> unit_key("a" * 64, spec, "b" * 16, "fast") != unit_key("a" * 64, spec, "b" * 16)
+    True
     """
-    return hashlib.sha256(f"{model_fingerprint}:{spec.id}:{data_fingerprint}".encode()).hexdigest()[:32]
+    text = f"{model_fingerprint}:{spec.id}:{data_fingerprint}"
+    if mode != DEFAULT_MODE:
+        text += f":mode={mode}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def fingerprints(ref: ModelRef, evaluation: EvalOptions) -> tuple[str, str]:

@@ -25,8 +25,9 @@ from torch import nn
 from sharpness.errors import SharpnessError
 from sharpness.objective import logits_of
 from sharpness.zoo.datasets import DataBundle
+from sharpness.zoo.model_inputs import Inputs, inputs_on, noisy_labels, row_major
 from sharpness.zoo.ood import OodSet
-from sharpness.zoo.train import Inputs, inputs_on, noisy_labels, row_major
+from sharpness.zoo.registry import load_data
 
 
 def as_inputs(model: nn.Module, x: torch.Tensor | Sequence[str]) -> Inputs:
@@ -107,21 +108,6 @@ def evaluate(model: nn.Module, bundle: DataBundle, shifts: Sequence[str] | None 
         loss, err = loss_and_error(model, as_inputs(model, s.x), s.y, batch_size, s.groups)
         metrics[f"ood.{name}_err"], metrics[f"ood.{name}_loss"] = err, loss
     return metrics
-
-
-def load_data(name: str, options: dict[str, Any] | None = None) -> DataBundle:
-    """A dataset by name: the registry of :mod:`sharpness.zoo.datasets`, else :data:`sharpness.zoo.paper.READERS`."""
-    from sharpness.zoo import datasets, paper
-
-    if name in datasets.DATASETS:
-        return datasets.load(name, **(options or {}))
-    if name in paper.READERS:
-        try:
-            return paper.READERS[name](**(options or {}))
-        except TypeError as e:
-            raise SharpnessError(f"bad options {sorted(options or {})} for dataset {name!r}: {e}") from e
-    known = sorted(set(datasets.DATASETS) | set(paper.READERS))
-    raise SharpnessError(f"unknown dataset {name!r}; known: {', '.join(known)}")
 
 
 @functools.lru_cache(maxsize=4)

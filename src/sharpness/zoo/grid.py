@@ -332,7 +332,7 @@ _DATA: dict[str, tuple[Any, dict[str, Any]]] = {}
 def grid_data(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The grid's dataset and OOD sets, built once per process (a Ray worker trains several models)."""
     from sharpness.zoo.checkpoint import canonical
-    from sharpness.zoo.evaluation import load_data
+    from sharpness.zoo.registry import load_data
 
     key = canonical({k: cfg.get(k) for k in ("data", "shifts", "severity", "ood_sets")})
     if key not in _DATA:
@@ -359,9 +359,10 @@ def train_model(job: Job, cfg: dict[str, Any], device: str | None = None,
 
 def ood_sets(cfg: dict[str, Any], bundle: Any) -> dict[str, Any]:
     """The config's shifted test sets and external OOD sets, built once for the whole grid."""
-    from sharpness.zoo.evaluation import load_data, shifted_sets
+    from sharpness.zoo.evaluation import shifted_sets
     from sharpness.zoo.ood import ood_set
     from sharpness.zoo.paper import read_ood
+    from sharpness.zoo.registry import load_data
 
     sets = shifted_sets(bundle, cfg.get("shifts"), int(cfg.get("severity", 5)))
     for key, spec in (cfg.get("ood_sets") or {}).items():
@@ -379,7 +380,8 @@ def _run_job(job: Job, cfg: dict[str, Any], bundle: Any, ood: dict[str, Any], de
              progress: bool) -> tuple[nn.Module, dict[str, Any]]:
     from sharpness.zoo.archs import build, complete_arch
     from sharpness.zoo.evaluation import as_inputs, evaluate
-    from sharpness.zoo.train import noisy_labels, train
+    from sharpness.zoo.model_inputs import noisy_labels
+    from sharpness.zoo.train import train
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()

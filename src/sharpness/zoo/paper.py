@@ -1,7 +1,7 @@
 """Readers for the paper's own data, which cannot be downloaded here; they run wherever the files are.
 
-In-distribution data (:data:`READERS`, loadable by name like the registry of
-:mod:`sharpness.zoo.datasets`, so model cards rebuild them):
+In-distribution data (loadable by name through :mod:`sharpness.zoo.registry`, so model cards
+rebuild them):
 
 * ``imagenet``: an ImageNet folder ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``
   (classes = sorted wnids, the order of timm's 1000 logits); ``train_per_class`` and
@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,9 +133,6 @@ def mnli(root: str, train_file: str = "train.tsv", test_file: str = "dev_matched
     bundle = from_tensors("mnli", x_train, y_train, x_test, y_test, n_classes=len(classes), modality="text")
     options = {"root": str(root), "train_file": train_file, "test_file": test_file, "classes": list(classes)}
     return dataclasses.replace(bundle, classes=tuple(classes), options=options)
-
-
-READERS: dict[str, Callable[..., DataBundle]] = {"imagenet": imagenet, "mnli": mnli}
 
 
 def read_ood(key: str, spec: dict[str, Any], id_classes: Sequence[str]) -> dict[str, OodSet]:

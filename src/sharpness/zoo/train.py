@@ -38,11 +38,11 @@ from sharpness.errors import SharpnessError
 from sharpness.objective import logits_of
 from sharpness.scaling import scale_of
 from sharpness.zoo.augment import augment, mixup, recipe
+from sharpness.zoo.model_inputs import Inputs, inputs_on, noisy_labels
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["constant", "step", "cosine", "onecycle"]
 Sam = Literal["none", "sam", "asam"]
-Inputs = torch.Tensor | dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -147,24 +147,6 @@ def lr_factor(step: int, total: int, schedule: Schedule, warmup: int = 0,
     raise SharpnessError(f"unknown schedule {schedule!r}")
 
 
-def noisy_labels(y: torch.Tensor, fraction: float, n_classes: int, seed: int) -> torch.Tensor:
-    """Replace ``round(fraction * N)`` labels, chosen for ``seed``, by a different random class.
-
-    >>> y = torch.zeros(10, dtype=torch.long)
-    >>> int((noisy_labels(y, 0.3, 4, seed=0) != y).sum())
-    3
-    """
-    if fraction <= 0:
-        return y
-    g = torch.Generator().manual_seed(seed)
-    n = y.shape[0]
-    chosen = torch.randperm(n, generator=g)[: round(fraction * n)]
-    shift = torch.randint(1, n_classes, (chosen.numel(),), generator=g)
-    out = y.clone()
-    out[chosen] = (y[chosen] + shift) % n_classes
-    return out
-
-
 @dataclass
 class TrainLog:
     """What a training run did: epochs and steps taken, the last epoch's mean loss, seconds.
@@ -178,32 +160,6 @@ class TrainLog:
     wall_time: float
     losses: list[float] = field(default_factory=list)
     diverged: bool = False
-
-
-def row_major(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with row-major strides (a copy only when needed).
-
-    A tensor whose size-1 dimensions carry other strides (numpy's ``a[:, None]``) passes
-    ``is_contiguous()`` yet also counts as channels-last, which routes convolutions to other
-    kernels; with torch 2.13 on the CPU their backward corrupted memory on such batches.
-
-    >>> row_major(torch.zeros(2, 3, 3)[:, None]).stride()
-    (9, 9, 3, 1)
-    """
-    expected, size = [], 1
-    for n in reversed(x.shape):
-        expected.append(size)
-        size *= max(n, 1)
-    if x.stride() == tuple(reversed(expected)):
-        return x
-    return x.clone(memory_format=torch.contiguous_format)
-
-
-def inputs_on(x: Inputs, device: torch.device) -> Inputs:
-    """Inputs (a tensor or a dict of tensors) on ``device`` in row-major layout."""
-    if isinstance(x, dict):
-        return {k: row_major(v.to(device)) for k, v in x.items()}
-    return row_major(x.to(device))
 
 
 def _take(x: Inputs, idx: torch.Tensor) -> Inputs:
