@@ -45,9 +45,10 @@ pytest: $(STAMP) $(SYSTEM)
 
 test: lint typecheck pytest
 
-# The paper's settings at CPU scale, one after another (about 1-1.5 hours each on a 2-core CPU); each
-# resumes where it stopped. One setting: bash reproductions/reproduce.sh vit_scratch
-REPRODUCTIONS := vit_scratch resnet_scratch finetune
+# The paper's settings at CPU scale (every reproductions/* folder with a study.yaml), one after another
+# (about 1-2 hours each on a 2-core CPU); each resumes where it stopped.
+# One setting: bash reproductions/reproduce.sh vit_scratch
+REPRODUCTIONS := $(notdir $(patsubst %/study.yaml,%,$(wildcard reproductions/*/study.yaml)))
 reproduce: $(STAMP) $(SYSTEM)
 	for s in $(REPRODUCTIONS); do BIN=$(BIN) bash reproductions/reproduce.sh $$s || exit 1; done
 
