@@ -146,7 +146,7 @@ def targets_of(table: pd.DataFrame) -> list[tuple[str, str]]:
     out = [(stats.GAP, "τ gap")]
     if OOD_MEAN in table:
         out.append((OOD_MEAN, "τ mean OOD error"))
-    out += [(c, f"τ {c.removeprefix('hp.')}") for c in numeric_axes(table)]
+    out += [(c, f"τ {c.removeprefix('hp.')}" + (" (rank)" if c in ORDINAL else "")) for c in numeric_axes(table)]
     return out
 
 
