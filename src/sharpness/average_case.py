@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe, Radius
+from sharpness.space import Pool, Probe, Radius
 from sharpness.spec import Norm
 
 
@@ -42,19 +42,35 @@ class Draws(Radius, Protocol):
     def antithetic(self) -> bool: ...
 
 
-def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``rho * N(0, I)`` for l2, ``U[-rho, rho]`` elementwise for linf."""
+def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torch.Generator,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """``rho * N(0, I)`` for l2, ``U[-rho, rho]`` elementwise for linf; into ``out`` (the same numbers) if given."""
+    if out is None:
+        out = torch.empty(numel, device=like.device, dtype=like.dtype)
     if norm == "l2":
-        return torch.randn(numel, generator=generator, device=like.device, dtype=like.dtype).mul_(rho)
-    u = torch.rand(numel, generator=generator, device=like.device, dtype=like.dtype)
+        return torch.randn(numel, generator=generator, out=out).mul_(rho)
+    u = torch.rand(numel, generator=generator, out=out)
     return u.mul_(2 * rho).sub_(rho)
 
 
-def draws(spec: Draws, like: torch.Tensor, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """The ``n_iters`` points of one m-batch, in order; antithetic pairs reuse the previous draw, negated."""
-    u = like
+def draws(spec: Draws, like: torch.Tensor, generator: torch.Generator,
+          pool: Pool | None = None) -> Iterator[torch.Tensor]:
+    """The ``n_iters`` points of one m-batch, in order; antithetic pairs reuse the previous draw, negated.
+
+    With a ``pool`` a point is dead once the next is asked for (the consumer keeps none), so each new
+    point is written into the one before it was handed back; without one every point is a new tensor.
+    """
+    pool = pool if pool is not None else Pool(size=0)
+    u: torch.Tensor | None = None
     for j in range(spec.n_iters):
-        u = -u if spec.antithetic and j % 2 else draw(like.numel(), spec.norm, spec.rho, like, generator)
+        out = pool.take(like)
+        if spec.antithetic and j % 2 and u is not None:
+            new = torch.neg(u, out=out)
+        else:
+            new = draw(like.numel(), spec.norm, spec.rho, like, generator, out=out)
+        if u is not None:
+            pool.give(u)
+        u = new
         yield u
 
 
@@ -64,7 +80,7 @@ def average_case(probe: Probe, batch: Batch, spec: Draws, generator: torch.Gener
     space = probe.space
     losses = torch.empty(spec.n_iters, dtype=torch.float64, device=space.w0.device)
     errors = torch.empty_like(losses) if with_error else None
-    for j, u in enumerate(draws(spec, space.w0, generator)):
+    for j, u in enumerate(draws(spec, space.w0, generator, space.pool)):
         losses[j], error = probe.value(u, batch, with_error)
         if errors is not None and error is not None:
             errors[j] = error

@@ -32,9 +32,21 @@ def single_device(named: list[tuple[str, nn.Parameter]]) -> torch.device:
     return devices.pop()
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every element of ``t`` is finite.
+
+    A NaN or infinity anywhere makes the sum non-finite, so a finite sum settles it in one reduction (no
+    mask of ``t``'s size); a non-finite sum may also be an overflow of finite values, so the elements decide.
+
+    >>> all_finite(torch.tensor([3e38, 3e38])), all_finite(torch.tensor([1.0, float("nan")]))
+    (True, False)
+    """
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def check_finite(params: list[nn.Parameter], names: list[str]) -> None:
     for name, p in zip(names, params):
-        if not bool(torch.isfinite(p.detach()).all()):
+        if not all_finite(p.detach()):
             raise SharpnessError(f"parameter {name!r} holds non-finite values (NaN or inf)")
 
 
@@ -56,7 +68,7 @@ def prepare_batches(data: Any, spec: Spec, device: torch.device) -> list[Batch]:
         for t in batch.tensors():
             if t.device != device:
                 raise SharpnessError(f"batch {i} has a tensor on {t.device}, but the model is on {device}")
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            if t.is_floating_point() and not all_finite(t):
                 raise SharpnessError(f"batch {i} holds non-finite values (NaN or inf) in a tensor of shape "
                                      f"{tuple(t.shape)}: clean the data first")
     return batches

@@ -57,7 +57,9 @@ from sharpness.spec import Spec
 
 # Default widths: those of the GPU timing table (PreAct ResNet-18 at width 64, 11.2 M parameters; the SimpleViT
 # at dim 512, 12.6 M); the CPU check passes --width.
-DEFAULT_WIDTH = {"cnn": 32, "resnet18": 64, "vit": 512}
+# The encoder is BERT-sized: all-MiniLM-L6-v2's shape (30522-token vocabulary, d 384, 6 layers; 22.6 M parameters).
+DEFAULT_WIDTH = {"cnn": 32, "resnet18": 64, "vit": 512, "encoder": 384}
+VOCAB = 30522
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,40 @@ class Case:
 CASES = {"worst-linf": Case("worst", "linf"), "worst-l2": Case("worst", "l2"), "average-l2": Case("average", "l2")}
 
 
-def build_model(name: str, width: int, image: int, n_classes: int = 10) -> nn.Module:
-    """The benchmarked networks, from the zoo: a small CNN with BatchNorm, PreAct ResNet-18, SimpleViT.
+class Encoder(nn.Module):
+    """A BERT-shaped text classifier in plain torch: token and position embeddings, post-norm blocks, mean pooling.
 
-    ``width`` is the CNN's first width, the ResNet's first stage width and the ViT's token
-    dimension (16 heads of ``width / 16``, MLP ``2 * width``; the GPU table's ViT at 512).
+    At ``dim=384`` (12 heads, feed-forward 1536, 6 layers, 30522 tokens) it has all-MiniLM-L6-v2's shape:
+    22.6 M parameters, half of them the word embedding, of which an m-batch reads only the rows of its tokens.
+    """
+
+    def __init__(self, dim: int, n_classes: int, vocab: int = VOCAB, depth: int = 6, max_len: int = 512) -> None:
+        super().__init__()
+        if dim % 32:
+            raise SharpnessError(f"--width for encoder must be a multiple of 32 (heads of 32), got {dim}")
+        self.tokens = nn.Embedding(vocab, dim)
+        self.positions = nn.Embedding(max_len, dim)
+        self.norm = nn.LayerNorm(dim)
+        layer = nn.TransformerEncoderLayer(dim, dim // 32, 4 * dim, dropout=0.0, activation="gelu", batch_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, n_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.tokens(ids) + self.positions.weight[: ids.shape[1]])
+        return self.head(self.blocks(x).mean(dim=1))
+
+
+def build_model(name: str, width: int, image: int, n_classes: int = 10) -> nn.Module:
+    """The benchmarked networks: a small CNN with BatchNorm, PreAct ResNet-18, SimpleViT (from the zoo), the encoder.
+
+    ``width`` is the CNN's first width, the ResNet's first stage width, the ViT's token
+    dimension (16 heads of ``width / 16``, MLP ``2 * width``; the GPU table's ViT at 512) and the
+    encoder's model dimension (heads of 32).
     """
     from sharpness.zoo.models import PreActResNet18, SimpleViT, SmallCNN
 
+    if name == "encoder":
+        return Encoder(width, n_classes)
     shape = (3, image, image)
     if name == "cnn":
         return SmallCNN(shape, n_classes, width=width, batchnorm=True)
@@ -206,6 +234,68 @@ def count_ops(fn: Callable[[], Any]) -> int:
     return counter.n
 
 
+# ------------------------------------------------------------------- split
+# The parts of a measurement timed apart: (part, module, attribute). "passes" is the rest of the time: the
+# model's forward and backward passes, the loss, and the measurement's set-up.
+SPLIT_PARTS = (
+    ("write", "sharpness.space", "WeightSpace.set"),
+    ("write", "sharpness.space", "WeightSpace.reset"),
+    ("gather", "sharpness.space", "WeightSpace.gather"),
+    ("update", "sharpness.space", "FlatBall.start"),
+    ("update", "sharpness.space", "FlatBall.project"),
+    ("update", "sharpness.space", "FlatBall.advance"),
+    ("update", "sharpness.space", "FlatBall.combine"),
+    ("update", "sharpness.worst_case", "pick"),
+    ("noise", "sharpness.average_case", "draw"),
+)
+
+
+@contextlib.contextmanager
+def time_split(device: torch.device, clock: str, out: dict[str, float]) -> Iterator[None]:
+    """Accumulate into ``out`` the seconds spent in each part of :data:`SPLIT_PARTS` while the block runs.
+
+    The functions are wrapped for the block only (on CUDA each call is synchronised, which is why this is
+    a separate, untimed run). The parts never call one another, so nothing is counted twice.
+    """
+    import importlib
+
+    now = CLOCKS[clock]
+    saved: list[tuple[Any, str, Any]] = []
+
+    def timer(fn: Callable[..., Any], part: str) -> Callable[..., Any]:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            synchronize(device)
+            start = now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                synchronize(device)
+                out[part] = out.get(part, 0.0) + now() - start
+        return timed_call
+
+    for part, module, attribute in SPLIT_PARTS:
+        owner: Any = importlib.import_module(module)
+        *path, name = attribute.split(".")
+        for step in path:
+            owner = getattr(owner, step)
+        saved.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, timer(getattr(owner, name), part))
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+def split_of(run: Callable[[], Any], device: torch.device, clock: str) -> dict[str, float]:
+    """One untimed run of ``run`` with its time split into passes, write, gather, update and noise (seconds)."""
+    parts: dict[str, float] = {}
+    with time_split(device, clock, parts):
+        total, _, _ = timed(run, device, clock)
+    split = {part: parts.get(part, 0.0) for part in ("write", "gather", "update", "noise")}
+    return {"passes": total - sum(split.values()), **split, "total": total}
+
+
 # ------------------------------------------------------------------- bench
 @dataclass
 class Item:
@@ -216,6 +306,7 @@ class Item:
     times: list[float] = dataclasses.field(default_factory=list)
     peak_mib: float | None = None
     result: Any = None
+    split: dict[str, float] | None = None
 
 
 def bench_model(name: str, args: argparse.Namespace, device: torch.device,
@@ -226,9 +317,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device,
     torch.manual_seed(args.seed)
     width = args.width or DEFAULT_WIDTH[name]
     model = build_model(name, width, args.image).to(device).eval()
-    g = torch.Generator().manual_seed(args.seed)
-    batches = [(torch.rand(args.m, 3, args.image, args.image, generator=g).to(device),
-                torch.randint(0, 10, (args.m,), generator=g).to(device)) for _ in range(args.batches)]
+    batches = make_batches(name, args, device)
     floors = Floors(model, batches)
     items = [Item("floor worst", lambda: floors.worst(args.n_iters)),
              Item("floor average", lambda: floors.average(args.n_iters))]
@@ -246,7 +335,22 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device,
                 item.times.append(seconds)
             item.result, item.peak_mib = result, peak if item.peak_mib is None else max(item.peak_mib, peak or 0)
         log(f"  {name}: round {rep}/{args.repeats} done")
+    for item in items[2:]:
+        item.split = split_of(item.run, device, args.clock)
     return summarize(name, model, width, args, floors, items, device)
+
+
+def make_batches(name: str, args: argparse.Namespace, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random m-batches: CIFAR-shaped images, or ``--tokens`` random token ids per sequence for the encoder."""
+    g = torch.Generator().manual_seed(args.seed)
+
+    def inputs() -> torch.Tensor:
+        if name == "encoder":
+            return torch.randint(0, VOCAB, (args.m, args.tokens), generator=g)
+        return torch.rand(args.m, 3, args.image, args.image, generator=g)
+
+    return [(inputs().to(device), torch.randint(0, 10, (args.m,), generator=g).to(device))
+            for _ in range(args.batches)]
 
 
 def summarize(name: str, model: nn.Module, width: int, args: argparse.Namespace, floors: Floors, items: list[Item],
@@ -273,7 +377,7 @@ def summarize(name: str, model: nn.Module, width: int, args: argparse.Namespace,
                      "radius": res.radius, "n_forward": res.n_forward, "n_backward": res.n_backward,
                      "path": res.details.get("fast", {}).get("path", "exact"),
                      "fallbacks": res.details.get("fast", {}).get("fallbacks", []),
-                     "times": item.times})
+                     "times": item.times, "split": item.split})
     exact = {r["case"]: r["value"] for r in rows if r["mode"] == "exact"}
     for r in rows:
         ref = exact.get(r["case"])
@@ -340,6 +444,14 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"| {m['model']} | {r['case']} | {r['mode']} | {r['seconds']:.3f} s | {r['floor_s']:.3f} s | "
                          f"{r['ratio']:.3f}x | {r['paired_ratio_median']:.3f}x | {peak} | {r['value']:.6g} | {rel} | "
                          f"{r['path']} |")
+    lines += ["", "Time split of one more run of each (seconds; passes = the rest: model passes, loss, set-up):", "",
+              "| model | case | mode | passes | write | gather | update | noise | total |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in report["models"]:
+        for r in m["rows"]:
+            sp = r["split"]
+            lines.append(f"| {m['model']} | {r['case']} | {r['mode']} | " + " | ".join(
+                f"{sp[k]:.4f}" for k in ("passes", "write", "gather", "update", "noise", "total")) + " |")
     lines += ["", "| model | params | fwd+bwd / m-batch | fwd / m-batch | TFLOP/s fwd+bwd | TFLOP/s fwd "
               "| ops/iter beyond pass |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in report["models"]:

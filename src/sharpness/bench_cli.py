@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sharpness.lazy import command
 
-MODELS = ("cnn", "resnet18", "vit")
+MODELS = ("cnn", "resnet18", "vit", "encoder")
 CASE_NAMES = ("worst-linf", "worst-l2", "average-l2")
 CLOCK_NAMES = ("wall", "process")
 
@@ -16,8 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", default=["cnn"], choices=MODELS, help="models to benchmark (default: cnn)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--width", type=int, default=0,
-                   help="cnn width / resnet18 stage-1 width / vit dimension (default: 32 / 64 / 512)")
+                   help="cnn width / resnet18 stage-1 width / vit dimension / encoder dimension "
+                        "(default: 32 / 64 / 512 / 384)")
     p.add_argument("--image", type=int, default=32, help="image side, CIFAR-shaped inputs (default: 32)")
+    p.add_argument("--tokens", type=int, default=64, help="tokens per sequence for the encoder (default: 64)")
     p.add_argument("--batches", type=int, default=2, help="m-batches (default: 2)")
     p.add_argument("--m", type=int, default=64, help="examples per m-batch (default: 64)")
     p.add_argument("--n-iters", type=int, default=20, help="iterations or draws per m-batch (default: 20)")
@@ -43,10 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench", help="time sharpness measurements against their compute floor",
-        description=("Benchmark the exact and fast modes of measure() on a small CNN, PreAct ResNet-18 and a "
-                     "SimpleViT with random weights on random CIFAR-shaped m-batches: time of each case, its ratio "
+        description=("Benchmark the exact and fast modes of measure() on a small CNN, PreAct ResNet-18, a "
+                     "SimpleViT (random CIFAR-shaped m-batches) and a BERT-sized encoder (random token ids), all with "
+                     "random weights: time of each case, its ratio "
                      "to the passes the definition needs (the floor), peak memory and values. Timings are "
-                     "interleaved, best of --repeats."),
+                     "interleaved, best of --repeats; each round's ratio to its floor is reported too, and "
+                     "--split times the parts of the search apart (passes, update, noise)."),
         epilog="example: sharpness bench --model cnn --width 16 --batches 2 --m 64 --json cpu.json")
     add_arguments(p)
     p.set_defaults(func=command("sharpness.bench:run"))

@@ -153,7 +153,10 @@ def _passes_shown(model: nn.Module, spec: Spec, case: Case, n_batches: int, prog
     per_batch = None if case.passes_per_batch is None else case.passes_per_batch(spec)
     bar = tqdm(total=None if per_batch is None else per_batch * n_batches, desc=str(spec), unit="pass",
                leave=False, dynamic_ncols=True)
-    handle = model.register_forward_hook(lambda *_: bar.update(1))
+    def count(*_: object) -> None:  # a forward hook's return value would replace the output: return nothing
+        bar.update(1)
+
+    handle = model.register_forward_hook(count)
     try:
         yield
     finally:
@@ -195,7 +198,7 @@ def _run(case: Case, model: nn.Module, space: WeightSpace, batches: list[Batch],
         seconds=time.perf_counter() - start,
         n_forward=probe.n_forward,
         n_backward=probe.n_backward,
-        n_perturbed=int(space.active.sum()),
+        n_perturbed=int(torch.count_nonzero(space.active)),
         device=str(space.w0.device),
         dtype=str(space.w0.dtype).removeprefix("torch."),
         details={**space.details(), **summary.details, **ran_details},

@@ -52,9 +52,17 @@ def inner_radius(rho: float, dtype: torch.dtype, norm: Norm) -> float:
 
 
 def norm_of(u: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """:math:`\\|u\\|_2` or :math:`\\|u\\|_\\infty`, accumulated in float64."""
-    order = 2 if norm == "l2" else float("inf")
-    return torch.linalg.vector_norm(u, ord=order, dtype=torch.float64)
+    """:math:`\\|u\\|_2` accumulated in float64, or :math:`\\|u\\|_\\infty` (exact in any precision), as float64.
+
+    >>> norm_of(torch.tensor([1.0, -3.0, 2.0]), "linf")
+    tensor(3., dtype=torch.float64)
+    """
+    if norm == "linf":
+        if u.numel() == 0:
+            return torch.zeros((), dtype=torch.float64, device=u.device)
+        low, high = torch.aminmax(u)  # one pass, no |u| copy
+        return torch.maximum(-low, high).to(torch.float64)
+    return torch.linalg.vector_norm(u, ord=2, dtype=torch.float64)
 
 
 def row_norms(u: torch.Tensor) -> torch.Tensor:
@@ -62,12 +70,14 @@ def row_norms(u: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(u, ord=2, dim=-1, keepdim=True, dtype=torch.float64)
 
 
-def combine(a: torch.Tensor, b: torch.Tensor, weight: float, norm: Norm, radius: float) -> torch.Tensor:
+def combine(a: torch.Tensor, b: torch.Tensor, weight: float, norm: Norm, radius: float,
+            out: torch.Tensor | None = None) -> torch.Tensor:
     """The convex combination ``(1 - weight) a + weight b`` of two feasible points, kept feasible.
 
     For L2 the margin of :func:`inner_radius` covers the rounding; for L-infinity one clamp does.
+    ``out`` (which may be ``a`` or ``b``) receives it instead of a new tensor.
     """
-    out = torch.lerp(a, b, weight)
+    out = torch.lerp(a, b, weight, out=out)
     return out.clamp_(-radius, radius) if norm == "linf" else out
 
 
@@ -77,6 +87,36 @@ def project(u: torch.Tensor, norm: Norm, radius: float) -> torch.Tensor:
         return u.clamp_(-radius, radius)
     factor = (radius / row_norms(u)).clamp(max=1.0)
     return u.mul_(factor.to(u.dtype))
+
+
+class Pool:
+    """Flat vectors the search no longer needs, kept for reuse instead of freed.
+
+    On a CPU a fresh tensor of tens of millions of elements costs more to fault into memory than the
+    arithmetic that fills it, and a search makes a few such vectors per iteration. Only the owner of a
+    vector may hand it back (:meth:`give`), and only once nothing refers to it: the next :meth:`take`
+    overwrites it. At most ``size`` vectors are kept; :meth:`clear` drops them all.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._free: list[torch.Tensor] = []
+
+    def take(self, like: torch.Tensor) -> torch.Tensor:
+        """A vector of ``like``'s shape, dtype and device with arbitrary contents."""
+        for i, t in enumerate(self._free):
+            if t.shape == like.shape and t.dtype == like.dtype and t.device == like.device:
+                return self._free.pop(i)
+        return torch.empty_like(like)
+
+    def give(self, *dead: torch.Tensor) -> None:
+        """Keep these (distinct, unreferenced) vectors for a later :meth:`take`."""
+        for t in dead:
+            if len(self._free) < self.size and all(t is not f for f in self._free):
+                self._free.append(t)
+
+    def clear(self) -> None:
+        self._free.clear()
 
 
 class Radius(Protocol):
@@ -107,9 +147,10 @@ class FlatBall:
     by the projection, the convex combination that stays feasible, and the norm of a reported point.
     """
 
-    def __init__(self, norm: Norm, rho: float, dtype: torch.dtype) -> None:
+    def __init__(self, norm: Norm, rho: float, dtype: torch.dtype, pool: Pool | None = None) -> None:
         self.norm_kind: Norm = norm
         self.radius = inner_radius(rho, dtype, norm)
+        self.pool = pool if pool is not None else Pool(size=0)
 
     def start(self, numel: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A point drawn uniformly from the ball or box."""
@@ -125,29 +166,36 @@ class FlatBall:
         return project(u, self.norm_kind, self.radius)
 
     def advance(self, u: torch.Tensor, g: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        r""":math:`P(u + \eta\, d)` with :math:`d = \mathrm{sign}(g)` (L-infinity) or :math:`g / \|g\|_2` (L2)."""
-        return project(ascent_step(u, g, step, self.norm_kind), self.norm_kind, self.radius)
+        r""":math:`P(u + \eta\, d)` with :math:`d = \mathrm{sign}(g)` (L-infinity) or :math:`g / \|g\|_2` (L2),
+        in a new vector (one the search handed back to the pool, if any)."""
+        out = ascent_step(u, g, step, self.norm_kind, out=self.pool.take(u))
+        return project(out, self.norm_kind, self.radius)
 
     def combine(self, a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
-        return combine(a, b, weight, self.norm_kind, self.radius)
+        """The feasible convex combination, written into ``b`` (the point :meth:`advance` just made)."""
+        return combine(a, b, weight, self.norm_kind, self.radius, out=b)
 
     def norm(self, u: torch.Tensor) -> torch.Tensor:
         return norm_of(u, self.norm_kind)
 
 
-def ascent_step(u: torch.Tensor, g: torch.Tensor, step: torch.Tensor, norm: Norm) -> torch.Tensor:
+def ascent_step(u: torch.Tensor, g: torch.Tensor, step: torch.Tensor, norm: Norm,
+                out: torch.Tensor | None = None) -> torch.Tensor:
     r""":math:`u + \eta\, d` with :math:`d = \mathrm{sign}(g)` (L-infinity) or :math:`g / \|g\|_2` (L2), row by row.
 
     The L2 direction's length need not be exact (the projection that follows enforces the
     radius), so its norm is taken in the working precision, one fused multiply-add after it.
+    ``out`` (distinct from ``u`` and ``g``) receives the point; for L-infinity it holds the sign first,
+    so that no other vector is made.
 
     >>> ascent_step(torch.zeros(2), torch.tensor([3.0, -4.0]), torch.tensor(10.0), "l2")
     tensor([ 6., -8.])
     """
     if norm == "linf":
-        return torch.addcmul(u, g.sign(), step)
+        direction = torch.sign(g, out=out)
+        return torch.addcmul(u, direction, step, out=direction)
     length = torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
-    return torch.addcmul(u, g, step / length)
+    return torch.addcmul(u, g, step / length, out=out)
 
 
 class Coordinates(Protocol):
@@ -164,6 +212,8 @@ class Coordinates(Protocol):
     w0: torch.Tensor
     c: torch.Tensor
     active: torch.Tensor
+    # Where a search hands back the vectors it no longer needs, and takes new ones from.
+    pool: Pool
     # Why every point must be computed in the model's dtype, one at a time, whatever the mode (None: no reason).
     runs_exactly: str | None
 
@@ -203,6 +253,13 @@ class WeightSpace:
             ])
         self.active = self.c > 0
         self._w = torch.empty_like(self.w0)
+        self.pool = Pool()
+
+    @property
+    def per_parameter(self) -> bool:
+        """Write points and gather gradients one parameter at a time: on the CPU, which pays per byte moved
+        (an accelerator pays per kernel launched)."""
+        return self.flat and self.w0.device.type == "cpu"
 
     @property
     def numel(self) -> int:
@@ -213,6 +270,7 @@ class WeightSpace:
         other = copy.copy(self)
         other.c, other.active = c, c > 0
         other._w = torch.empty_like(self.w0)
+        other.pool = Pool()
         return other
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
@@ -221,7 +279,17 @@ class WeightSpace:
 
     @torch.no_grad()
     def set(self, u: torch.Tensor) -> None:
-        """Write the point of coordinates ``u`` (:math:`w_0 + c \\odot u` unless bent) into the parameters."""
+        """Write the point of coordinates ``u`` (:math:`w_0 + c \\odot u` unless bent) into the parameters.
+
+        On the CPU flat coordinates write each parameter straight from its slices of ``w0``, ``c`` and ``u``:
+        one pass over memory instead of building the whole point and copying it (the same products, bit for
+        bit). An accelerator pays per kernel launch rather than per byte, so there the point is built in
+        one kernel and copied in one multi-tensor kernel.
+        """
+        if self.per_parameter:
+            for p, w0, c, x in zip(self.params, self.views(self.w0), self.views(self.c), self.views(u)):
+                torch.addcmul(w0, c, x, out=p.detach())
+            return
         torch.addcmul(self.w0, self.c, u, out=self._w)
         self.bend(u, self._w)
         torch._foreach_copy_(self.params, self.views(self._w))
@@ -234,7 +302,7 @@ class WeightSpace:
 
     def ball(self, spec: Radius) -> Ball:
         """The feasible set of ``spec`` (its norm and radius) in these coordinates."""
-        return FlatBall(spec.norm, spec.rho, self.w0.dtype)
+        return FlatBall(spec.norm, spec.rho, self.w0.dtype, self.pool)
 
     def details(self) -> dict[str, Any]:
         """What a measurement reports about the coordinates (flat: nothing)."""
@@ -250,11 +318,19 @@ class WeightSpace:
         return self.gather(torch.autograd.grad(loss, self.params, allow_unused=True))
 
     def gather(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        """Per-parameter gradients (``None``: unused) as :math:`c \\odot \\nabla_w L`, one flat vector."""
-        flat = torch.cat([
-            (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self.params)
-        ])
-        flat.mul_(self.c)
+        """Per-parameter gradients (``None``: unused) as :math:`c \\odot \\nabla_w L`, one flat vector.
+
+        On the CPU each product is written straight into its slice of the flat vector (one pass over
+        memory, no gathered copy); an accelerator gathers in one kernel and multiplies in another. The
+        vector comes from :attr:`pool` when the search has handed back a dead one.
+        """
+        flat = self.pool.take(self.w0)
+        if self.per_parameter:
+            for g, c, out in zip(grads, self.views(self.c), self.views(flat)):
+                torch.mul(g, c, out=out) if g is not None else out.zero_()
+        else:
+            torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                       for g, p in zip(grads, self.params)], out=flat).mul_(self.c)
         self.pull_back(flat)
         return flat
 

@@ -40,7 +40,7 @@ from typing import Protocol
 import torch
 
 from sharpness.objective import Batch
-from sharpness.space import Probe, Radius
+from sharpness.space import Pool, Probe, Radius
 from sharpness.spec import Init
 
 MOMENTUM = 0.75
@@ -138,6 +138,7 @@ def apgd(probe: Probe, batch: Batch, spec: Search, init: Init, generator: torch.
     prev_step, prev_best, prev_checkpoint = step, loss, 0
     checkpoints = set(schedule_checkpoints(spec.n_iters))
     for k in range(1, spec.n_iters + 1):
+        held = (u, u_prev, best.u, g, g_best)
         z = ball.advance(u, g, step)
         u_prev, u = u, ball.combine(u_prev, z, MOMENTUM)
         if k < spec.n_iters:
@@ -160,7 +161,19 @@ def apgd(probe: Probe, batch: Batch, spec: Search, init: Init, generator: torch.
                 u = pick(reduce, best.u, u)
                 u_prev = pick(reduce, best.u, u_prev)
                 g = pick(reduce, g_best, g)
+        release(space.pool, held, (u, u_prev, best.u, g, g_best))
     return best
+
+
+def release(pool: Pool, held: tuple[torch.Tensor, ...], kept: tuple[torch.Tensor, ...]) -> None:
+    """Hand back to ``pool`` the vectors an iteration started with and no longer refers to.
+
+    Points and gradients are never written once made, and the loop is their only owner, so a vector
+    that none of its names refers to any more is dead (identity, not equality, decides).
+    """
+    dead = [t for i, t in enumerate(held)
+            if all(t is not k for k in kept) and all(t is not h for h in held[:i])]
+    pool.give(*dead)
 
 
 def worst_case(probe: Probe, batch: Batch, spec: Search, generator: torch.Generator, with_error: bool) -> Best:

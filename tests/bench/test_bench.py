@@ -49,7 +49,10 @@ def test_modes_measure_the_same_values(report: dict) -> None:
 
 def test_search_costs_a_few_operators_beyond_its_pass(report: dict) -> None:
     ops = report["models"][0]["ops_per_iteration"]
-    assert 0 < ops["beyond_pass"] < ops["fwd_bwd"]
+    # On the CPU the point is written and the gradient gathered one parameter at a time (one operator each);
+    # everything else is a few operators on the flat vector, fewer than the pass itself launches.
+    per_parameter = 2 * len(list(bench.build_model("cnn", 4, 16).parameters()))
+    assert 0 < ops["beyond_pass"] - per_parameter < ops["fwd_bwd"]
 
 
 class Counted(nn.Module):

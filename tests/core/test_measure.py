@@ -187,3 +187,16 @@ def test_a_progress_bar_counts_the_passes_and_leaves_no_trace(capsys: pytest.Cap
     assert not model._forward_hooks  # the counting hook is gone
     measure(model, (x, y), spec)  # stderr is not a terminal here: no bar
     assert capsys.readouterr().err == ""
+
+
+def test_a_progress_bar_that_redraws_leaves_the_outputs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tqdm's ``update`` returns True when it redraws; a forward hook returning it would replace the logits."""
+    import tqdm.auto
+
+    def redraw(self: object, n: int = 1) -> bool:
+        return True
+
+    monkeypatch.setattr(tqdm.auto.tqdm, "update", redraw)
+    model, (x, y) = mlp(), classification_data()
+    spec = Spec(case="worst", norm="l2", rho=0.1, m=32, n_examples=64, n_iters=3)
+    assert measure(model, (x, y), spec, progress=True).value == measure(model, (x, y), spec, progress=False).value

@@ -37,7 +37,7 @@ from sharpness.cases import worst
 from sharpness.cases.context import Case, Context
 from sharpness.cases.summary import Summary, batch_stderr
 from sharpness.errors import SharpnessError
-from sharpness.space import Ball, FlatBall, Radius, WeightSpace
+from sharpness.space import Ball, FlatBall, Pool, Radius, WeightSpace
 from sharpness.spec import Spec
 
 
@@ -69,6 +69,7 @@ class Subspace:
         self.c = torch.ones_like(coords) if spec.scaling == "standard" else coords.abs() + spec.eta
         self.w0 = torch.zeros_like(coords)
         self.active = self.c > 0
+        self.pool = Pool()
 
     @property
     def numel(self) -> int:
@@ -88,7 +89,7 @@ class Subspace:
         return torch.zeros_like(self.w0)
 
     def ball(self, spec: Radius) -> Ball:
-        return FlatBall(spec.norm, spec.rho, self.w0.dtype)
+        return FlatBall(spec.norm, spec.rho, self.w0.dtype, self.pool)
 
     def details(self) -> dict[str, Any]:
         return {}
