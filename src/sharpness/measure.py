@@ -27,6 +27,7 @@ from torch import nn
 
 from sharpness.batches import check_finite, prepare_batches, single_device
 from sharpness.batchnorm import fold_batchnorm
+from sharpness import reach
 from sharpness.borrow import borrowed
 from sharpness.cases import CASES, Case, Context
 from sharpness.cases.summary import mean
@@ -176,11 +177,18 @@ def _space(model: nn.Module, named: list[tuple[str, nn.Parameter]], spec: Spec) 
 def _run(case: Case, model: nn.Module, space: WeightSpace, batches: list[Batch], spec: Spec,
          loss_fn: LossFn | None, start: float, mode: Mode) -> Result:
     probe = Probe(Objective(model, loss_fn, spec.logit_norm), space)
-    clean = [_clean_pass(probe, b, i, spec, loss_fn is None) for i, b in enumerate(batches)]
+    found = reach.embeddings(model, space)
+    clean, reached = [], []
+    for i, b in enumerate(batches):
+        rows: dict[int, torch.Tensor] = {}
+        with reach.recorded(found, rows):
+            clean.append(_clean_pass(probe, b, i, spec, loss_fn is None))
+        reached.append(rows)
     generator = torch.Generator(device=space.w0.device).manual_seed(spec.seed)
     executor = executor_for(mode) if case.runs_exactly is None else ExactExecutor()
     with tf32(False):  # true float32; the fast mode's search turns TF32 on for itself
-        summary = case.run(Context(probe, space, batches, clean, spec, generator, executor))
+        summary = case.run(Context(probe, space, batches, clean, spec, generator, executor,
+                                   reached if found else None))
     ran, ran_details = executor.report()
     if mode == "fast" and case.runs_exactly is not None:
         ran_details = {"fast": {"path": f"exact: {case.runs_exactly}", "precision": "exact", "compile": "off",

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from sharpness.cases.summary import Clean, Summary
 from sharpness.execution.executor import Executor
 from sharpness.objective import Batch
+from sharpness.reach import RowSpace, Unreached
 from sharpness.space import Probe, WeightSpace
 from sharpness.spec import Spec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Context:
         spec: the definition.
         generator: every draw of the measurement, seeded by ``spec.seed``.
         executor: the mode: the searches and draws a case runs go through it.
+        reached: per m-batch, the embedding rows it looks up (:mod:`sharpness.reach`; parameter index ->
+            rows), or ``None`` when no perturbed parameter is an embedding whose rows can be left out.
     """
 
     probe: Probe
@@ -35,11 +41,31 @@ class Context:
     spec: Spec
     generator: torch.Generator
     executor: Executor
+    reached: list[dict[int, torch.Tensor]] | None = None
 
     @property
     def with_error(self) -> list[bool]:
         """Whether each m-batch has a 0-1 error (classifier outputs)."""
         return [e is not None for _, e in self.clean]
+
+    def over_reach(self, run: Callable[[Probe, list[Batch], list[bool]], list[T]], restrict: bool) -> list[T]:
+        """``run(probe, batches, with_error)`` over the m-batches: all at once in the measurement's coordinates,
+        or, with ``restrict`` where they reach only some embedding rows, each alone in its own
+        (:class:`~sharpness.reach.RowSpace`), falling back to all coordinates where that proves unsound."""
+        base = self.probe.space
+        if not restrict or self.reached is None or type(base) is not WeightSpace:  # e.g. a random subspace
+            return run(self.probe, self.batches, self.with_error)
+        out: list[T] = []
+        for batch, error, rows in zip(self.batches, self.with_error, self.reached):
+            space = RowSpace(base, rows)
+            try:
+                out += run(self.probe.derived(space), [batch], [error])
+            except Unreached:
+                space.reset()
+                out += run(self.probe, [batch], [error])
+            finally:
+                space.reset()
+        return out
 
 
 @dataclass(frozen=True)
