@@ -15,7 +15,8 @@ which, in the median over the measured models,
   standard errors (the worst case's over m-batches, the average case's Monte-Carlo error), and
 * the 0-1 error increase is at most ``--max-error`` (default 0.25): not saturated.
 
-A definition with no such radius is reported as such (the grid must then be widened, never the rule
+A setting's ``calibration.yaml`` may change a threshold under ``rule:`` (saying why); the command line
+overrides both. A definition with no such radius is reported as such (the grid must then be widened, never the rule
 bent). ``calibration.md`` gets the medians at every radius and the chosen one; ``--print-specs`` prints
 the chosen definitions as the study config's ``specs:`` lines.
 """
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+RULE = {"min_increase": 0.05, "min_snr": 10.0, "max_error": 0.25}
 FIELDS = ["model", "definition", "rho", "value", "stderr", "error_increase", "seconds"]
 
 
@@ -40,15 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("setting", type=Path, help="the setting's folder (holds calibration.yaml)")
     p.add_argument("--zoo", type=Path, default=None, help="the trained zoo (default: runs/<setting name>/zoo)")
-    p.add_argument("--models", type=int, default=8, help="how many models to calibrate on (default 8)")
+    p.add_argument("--models", type=int, default=None,
+                   help="how many models to calibrate on (default: the config's models:, else 8)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--min-increase", type=float, default=0.05)
-    p.add_argument("--min-snr", type=float, default=10.0)
-    p.add_argument("--max-error", type=float, default=0.25)
+    p.add_argument("--min-increase", type=float, default=None, help="default 0.05, or the config's rule:")
+    p.add_argument("--min-snr", type=float, default=None, help="default 10, or the config's rule:")
+    p.add_argument("--max-error", type=float, default=None, help="default 0.25, or the config's rule:")
     p.add_argument("--print-specs", action="store_true", help="print the chosen definitions and stop")
     args = p.parse_args(argv)
 
     cfg = yaml.safe_load((args.setting / "calibration.yaml").read_text())
+    if args.models is None:
+        args.models = int(cfg.get("models", 8))
+    rule = {**RULE, **(cfg.get("rule") or {})}
+    for key in RULE:  # the command line overrides the config's rule, which overrides the defaults
+        if getattr(args, key) is None:
+            setattr(args, key, rule[key])
     rows_path = args.setting / "calibration.csv"
     if not args.print_specs:
         zoo = args.zoo or Path("runs") / args.setting.name / "zoo"

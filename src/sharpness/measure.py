@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sharpness import reach
 from sharpness.batches import check_finite, prepare_batches, single_device
 from sharpness.batchnorm import fold_batchnorm
-from sharpness import reach
 from sharpness.borrow import borrowed
 from sharpness.cases import CASES, Case, Context
 from sharpness.cases.summary import mean
