@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoo", type=Path, default=None, help="the trained zoo (default: runs/<setting name>/zoo)")
     p.add_argument("--models", type=int, default=None,
                    help="how many models to calibrate on (default: the config's models:, else 8)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: the config's threads:, else torch's)")
     p.add_argument("--min-increase", type=float, default=None, help="default 0.05, or the config's rule:")
     p.add_argument("--min-snr", type=float, default=None, help="default 10, or the config's rule:")
     p.add_argument("--max-error", type=float, default=None, help="default 0.25, or the config's rule:")
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load((args.setting / "calibration.yaml").read_text())
     if args.models is None:
         args.models = int(cfg.get("models", 8))
+    if args.threads is None and cfg.get("threads") is not None:
+        args.threads = int(cfg["threads"])
     rule = {**RULE, **(cfg.get("rule") or {})}
     for key in RULE:  # the command line overrides the config's rule, which overrides the defaults
         if getattr(args, key) is None:
