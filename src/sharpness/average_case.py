@@ -20,11 +20,13 @@ tensor(1.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from sharpness import keyed_noise
 from sharpness.objective import Batch
 from sharpness.space import Pool, Probe, Radius
 from sharpness.spec import Norm
@@ -53,12 +55,47 @@ def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torc
     return u.mul_(2 * rho).sub_(rho)
 
 
+# The draw streams, as ``Result.details["draw_stream"]`` records them: 1, every point one sequential draw of
+# the measurement's generator; 2, embedding rows addressed by row (:class:`Addressed`), the rest sequential.
+SEQUENTIAL, ADDRESSED = 1, 2
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """Draw stream 2: the pieces of a point (one per parameter) with rows of their own key.
+
+    Each draw takes one 64-bit key from the measurement's generator; a piece with ``rows`` (the ids of
+    the embedding rows it holds, in order) gets :mod:`sharpness.keyed_noise` numbers keyed by that key,
+    the piece's index, the row id and the column, so a point holding only some rows of an embedding
+    holds exactly the numbers the whole draw puts there; every other piece, in order, the next numbers
+    of the generator.
+    """
+
+    shapes: Sequence[torch.Size]
+    rows: dict[int, torch.Tensor]
+
+    def draw(self, out: torch.Tensor, norm: Norm, rho: float, generator: torch.Generator) -> torch.Tensor:
+        key = keyed_noise.to_unsigned(int(torch.randint(-(2 ** 63), 2 ** 63 - 1, (), generator=generator,
+                                                        dtype=torch.int64, device=generator.device)))
+        pieces = out.split([s.numel() for s in self.shapes])
+        for i, piece in enumerate(pieces):
+            rows = self.rows.get(i)
+            if rows is None:
+                draw(piece.numel(), norm, rho, piece, generator, out=piece)
+                continue
+            fill = piece.view(len(rows), -1) if len(rows) else piece.view(0, 1)
+            keyed_noise.fill(fill, keyed_noise.key_of(key, i), rows, "normal" if norm == "l2" else "uniform")
+            piece.mul_(rho) if norm == "l2" else piece.mul_(2 * rho).sub_(rho)
+        return out
+
+
 def draws(spec: Draws, like: torch.Tensor, generator: torch.Generator,
-          pool: Pool | None = None) -> Iterator[torch.Tensor]:
+          pool: Pool | None = None, addressed: Addressed | None = None) -> Iterator[torch.Tensor]:
     """The ``n_iters`` points of one m-batch, in order; antithetic pairs reuse the previous draw, negated.
 
     With a ``pool`` a point is dead once the next is asked for (the consumer keeps none), so each new
     point is written into the one before it was handed back; without one every point is a new tensor.
+    ``addressed`` draws each point in stream 2 (:class:`Addressed`) instead of one sequential draw.
     """
     pool = pool if pool is not None else Pool(size=0)
     u: torch.Tensor | None = None
@@ -66,6 +103,8 @@ def draws(spec: Draws, like: torch.Tensor, generator: torch.Generator,
         out = pool.take(like)
         if spec.antithetic and j % 2 and u is not None:
             new = torch.neg(u, out=out)
+        elif addressed is not None:
+            new = addressed.draw(out, spec.norm, spec.rho, generator)
         else:
             new = draw(like.numel(), spec.norm, spec.rho, like, generator, out=out)
         if u is not None:
@@ -80,11 +119,16 @@ def average_case(probe: Probe, batch: Batch, spec: Draws, generator: torch.Gener
     space = probe.space
     losses = torch.empty(spec.n_iters, dtype=torch.float64, device=space.w0.device)
     errors = torch.empty_like(losses) if with_error else None
-    for j, u in enumerate(draws(spec, space.w0, generator, space.pool)):
+    for j, u in enumerate(draws(spec, space.w0, generator, space.pool, addressed_of(space))):
         losses[j], error = probe.value(u, batch, with_error)
         if errors is not None and error is not None:
             errors[j] = error
     return losses, errors
+
+
+def addressed_of(space: object) -> Addressed | None:
+    """The stream-2 layout of coordinates that hold embedding rows (``space.addressed``), else ``None``."""
+    return getattr(space, "addressed", None)
 
 
 def monte_carlo_variance(losses: torch.Tensor, antithetic: bool) -> torch.Tensor:

@@ -180,7 +180,7 @@ def _run(case: Case, model: nn.Module, space: WeightSpace, batches: list[Batch],
     found = reach.embeddings(model, space)
     clean, reached = [], []
     for i, b in enumerate(batches):
-        rows: dict[int, torch.Tensor] = {}
+        rows: dict[int, torch.Tensor | None] = {}
         with reach.recorded(found, rows):
             clean.append(_clean_pass(probe, b, i, spec, loss_fn is None))
         reached.append(rows)

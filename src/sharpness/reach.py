@@ -26,12 +26,16 @@ microseconds and one coordinate system for every m-batch lets the fast mode stac
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from sharpness.average_case import Addressed
 from sharpness.space import Ball, FlatBall, Pool, Radius, WeightSpace
 
 
@@ -57,31 +61,59 @@ def embeddings(model: nn.Module, space: WeightSpace) -> dict[nn.Embedding, int]:
 
 
 @contextlib.contextmanager
-def recorded(found: dict[nn.Embedding, int], rows: dict[int, torch.Tensor]) -> Iterator[None]:
+def recorded(found: dict[nn.Embedding, int], rows: dict[int, torch.Tensor | None]) -> Iterator[None]:
     """Collect into ``rows`` (parameter index -> sorted row ids) the rows the embeddings look up in the block.
 
-    An embedding called in a way the hook cannot read (ids passed by keyword) keeps all its rows, and so
-    does one the block never calls: only rows known to be unread are left out.
+    Every torch function called in the block is watched (a function mode), so what is known is every way
+    the weights were read, not only the embeddings' own calls: an embedding whose weight is also read some
+    other way (``x @ emb.weight.T``, indexing, ``.data``) maps to ``None`` (every row counts), one never read
+    to no rows at all. Only rows known to be unread are left out.
     """
-    unknown: set[int] = set()
-
-    def hook(index: int) -> Any:
-        def record(module: nn.Module, args: tuple[Any, ...]) -> None:
-            if not args or not isinstance(args[0], torch.Tensor) or index in unknown:
-                unknown.add(index)
-                rows.pop(index, None)
-                return
-            ids = torch.unique(args[0].detach().reshape(-1))
-            seen = rows.get(index)
-            rows[index] = ids if seen is None else torch.unique(torch.cat([seen, ids]))
-        return record
-
-    handles = [module.register_forward_pre_hook(hook(index)) for module, index in found.items()]
-    try:
+    watched = {id(module.weight): index for module, index in found.items()}
+    for index in found.values():
+        rows[index] = torch.empty(0, dtype=torch.long)
+    with _Reads(watched, rows):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+class _Reads(TorchFunctionMode):
+    """Records the rows looked up by ``F.embedding`` calls on watched weights; any other read marks all."""
+
+    def __init__(self, watched: dict[int, int], rows: dict[int, torch.Tensor | None]) -> None:
+        super().__init__()
+        self.watched, self.rows = watched, rows
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        read = [self.watched[id(t)] for t in _tensors((args, kwargs)) if id(t) in self.watched]
+        if read:
+            self._record(func, args, kwargs, set(read))
+        return func(*args, **kwargs)
+
+    def _record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], read: set[int]) -> None:
+        ids = kwargs.get("input", args[0] if args else None)
+        weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
+        max_norm = kwargs.get("max_norm", args[3] if len(args) > 3 else None)  # it rewrites the rows it reads
+        lookup = (func is F.embedding and id(weight) in self.watched and max_norm is None and len(read) == 1
+                  and id(ids) not in self.watched)
+        for index in read:
+            seen = self.rows.get(index)
+            if not lookup or seen is None or not isinstance(ids, torch.Tensor):
+                self.rows[index] = None
+                continue
+            self.rows[index] = torch.unique(torch.cat([seen, ids.detach().reshape(-1).to(seen.device)]))
+
+
+def _tensors(tree: Any) -> Iterator[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts of arguments."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _tensors(item)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            yield from _tensors(item)
 
 
 class RowSpace:
@@ -94,7 +126,7 @@ class RowSpace:
     flat = False  # a point is not w0 + c * u over the whole of each parameter
     runs_exactly: str | None = None
 
-    def __init__(self, base: WeightSpace, rows: dict[int, torch.Tensor]) -> None:
+    def __init__(self, base: WeightSpace, rows: dict[int, torch.Tensor | None]) -> None:
         self.base, self.rows, self.params = base, rows, base.params
         with torch.no_grad():
             self._w0 = [self._kept(i, w) for i, w in enumerate(base.views(base.w0))]
@@ -106,6 +138,12 @@ class RowSpace:
         self.numels = [w.numel() for w in self._w0]
         self.pool = Pool()
         self._checked = False
+
+    @functools.cached_property
+    def addressed(self) -> Addressed:
+        """Its draws in stream 2: each embedding's rows keyed by row id, so they are the whole space's."""
+        rows = {i: r if r is not None else torch.arange(self.base.shapes[i][0]) for i, r in self.rows.items()}
+        return Addressed(self.shapes, rows)
 
     def _kept(self, i: int, t: torch.Tensor) -> torch.Tensor:
         r = self.rows.get(i)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -112,3 +114,94 @@ def test_random_starts_keep_every_coordinate(monkeypatch: pytest.MonkeyPatch) ->
     spec = Spec(case="worst", norm="linf", rho=0.05, m=16, n_examples=32, n_iters=4, init="random")
     measure(Bag(), data(), spec)
     assert made == []
+
+
+AVERAGE = [Spec(case="average", norm="l2", rho=0.3, m=16, n_examples=32, n_iters=6),
+           Spec(case="average", norm="linf", rho=0.3, m=16, n_examples=32, n_iters=4, antithetic=True),
+           Spec(case="average", norm="l2", rho=0.2, m=32, n_examples=32, n_iters=3, scaling="standard")]
+
+
+def every_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every m-batch keep every row of every embedding (as if each were read some other way)."""
+    original = reach.recorded
+
+    @contextlib.contextmanager
+    def all_rows(found: dict, rows: dict) -> Iterator[None]:
+        with original(found, rows):
+            yield
+        rows.update(dict.fromkeys(rows))
+
+    monkeypatch.setattr(reach, "recorded", all_rows)
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+@pytest.mark.parametrize("spec", AVERAGE, ids=str)
+def test_draws_over_read_rows_are_the_whole_draws_there(spec: Spec, mode: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    model, xy = Bag(), data()
+    before = copy.deepcopy(model.state_dict())
+    made = restrictions(monkeypatch)
+    reduced = measure(model, xy, spec, mode=mode)
+    assert len(made) == spec.n_examples // spec.m and reduced.details["draw_stream"] == 2
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    every_row(monkeypatch)
+    whole = measure(model, xy, spec, mode=mode)
+    assert made[-1] == sum(p.numel() for p in model.parameters()) > made[0]
+    # the read rows hold the same numbers and the unread ones cannot change the loss: the same bits
+    assert (reduced.value, reduced.per_batch, reduced.stderr) == (whole.value, whole.per_batch, whole.stderr)
+
+
+def test_models_without_embeddings_keep_the_sequential_stream() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(0)
+    xy = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+    spec = Spec(case="average", norm="l2", rho=0.1, m=16, n_examples=32, n_iters=4)
+    assert measure(model, xy, spec).details["draw_stream"] == 1
+    assert measure(Bag(), data(), spec.replace(params=r"^head\.")).details["draw_stream"] == 1
+
+
+def test_stream_two_draws_have_the_stated_distribution() -> None:
+    from sharpness.average_case import Addressed
+
+    shapes = [torch.Size([3000, 64]), torch.Size([7])]
+    layout = Addressed(shapes, {0: torch.arange(3000)})
+    g = torch.Generator().manual_seed(0)
+    normal = layout.draw(torch.empty(3000 * 64 + 7), "l2", 2.0, g)[:-7].double()
+    assert abs(float(normal.mean())) < 5 * 2.0 / (3000 * 64) ** 0.5
+    assert float(normal.std()) == pytest.approx(2.0, rel=0.01)
+    assert float((normal.abs() > 2.0 * 1.96).double().mean()) == pytest.approx(0.05, abs=0.003)
+    box = layout.draw(torch.empty(3000 * 64 + 7), "linf", 0.5, g)[:-7].double()
+    assert -0.5 <= float(box.min()) and float(box.max()) < 0.5
+    assert float(box.var()) == pytest.approx(1.0 / 12, rel=0.01)
+    # rows of one draw are independent: neighbouring rows uncorrelated
+    rows = normal.view(3000, 64)
+    assert abs(float((rows[:-1] * rows[1:]).mean())) / 4.0 < 5 / (2999 * 64) ** 0.5
+
+
+class Reads(nn.Module):
+    """Three embeddings: one looked up by keyword, one also read as a matrix, one never read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up, self.as_matrix, self.unread = nn.Embedding(50, 4), nn.Embedding(50, 4), nn.Embedding(50, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.looked_up(input=ids) + self.as_matrix(ids)
+        return x.mean(dim=1) @ self.as_matrix.weight[:4]
+
+
+def test_every_way_a_weight_is_read_is_seen() -> None:
+    from sharpness.space import WeightSpace
+
+    model = Reads()
+    named = list(model.named_parameters())
+    space = WeightSpace([p for _, p in named], [n for n, _ in named], "elementwise", 0.0, {})
+    found = reach.embeddings(model, space)
+    rows: dict = {}
+    ids = torch.tensor([[7, 3, 7], [40, 3, 1]])
+    with reach.recorded(found, rows), torch.no_grad():
+        model(ids)
+    by_name = {name: rows[found[module]] for name, module in model.named_children()}
+    assert torch.equal(by_name["looked_up"], torch.tensor([1, 3, 7, 40]))
+    assert by_name["as_matrix"] is None  # indexed as a matrix: every row counts
+    assert by_name["unread"].numel() == 0

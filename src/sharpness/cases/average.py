@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from sharpness.average_case import monte_carlo_variance
+from sharpness.average_case import ADDRESSED, SEQUENTIAL, monte_carlo_variance
 from sharpness.cases.context import Case, Context
 from sharpness.cases.summary import Clean, Summary, monte_carlo_stderr
 from sharpness.spec import Spec
@@ -16,9 +16,14 @@ from sharpness.spec import Spec
 
 def run(ctx: Context) -> Summary:
     """The mean loss (and error) increase over the draws of each m-batch."""
-    samples = [ctx.executor.sample(ctx.probe, b, ctx.spec, ctx.generator, e)
-               for b, e in zip(ctx.batches, ctx.with_error)]
-    return summary(samples, ctx.clean, ctx.spec.antithetic)
+    # An m-batch's loss cannot depend on embedding rows it never reads, so each m-batch draws only the
+    # rows it reads, in the stream that gives them the numbers a whole draw would (stream 2).
+    samples = ctx.over_reach(lambda probe, batches, with_error: [
+        ctx.executor.sample(probe, b, ctx.spec, ctx.generator, e) for b, e in zip(batches, with_error)],
+        restrict=True)
+    out = summary(samples, ctx.clean, ctx.spec.antithetic)
+    out.details["draw_stream"] = ADDRESSED if ctx.by_rows else SEQUENTIAL
+    return out
 
 
 def summary(samples: list[tuple[torch.Tensor, torch.Tensor | None]], clean: Clean, antithetic: bool) -> Summary:

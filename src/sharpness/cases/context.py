@@ -31,7 +31,7 @@ class Context:
         generator: every draw of the measurement, seeded by ``spec.seed``.
         executor: the mode: the searches and draws a case runs go through it.
         reached: per m-batch, the embedding rows it looks up (:mod:`sharpness.reach`; parameter index ->
-            rows), or ``None`` when no perturbed parameter is an embedding whose rows can be left out.
+            rows, ``None`` for all), or ``None`` when no perturbed parameter is an embedding whose rows can be left out.
     """
 
     probe: Probe
@@ -41,12 +41,17 @@ class Context:
     spec: Spec
     generator: torch.Generator
     executor: Executor
-    reached: list[dict[int, torch.Tensor]] | None = None
+    reached: list[dict[int, torch.Tensor | None]] | None = None
 
     @property
     def with_error(self) -> list[bool]:
         """Whether each m-batch has a 0-1 error (classifier outputs)."""
         return [e is not None for _, e in self.clean]
+
+    @property
+    def by_rows(self) -> bool:
+        """Whether m-batches can be run in coordinates of only the embedding rows they read."""
+        return self.reached is not None and type(self.probe.space) is WeightSpace
 
     def over_reach(self, run: Callable[[Probe, list[Batch], list[bool]], list[T]], restrict: bool) -> list[T]:
         """``run(probe, batches, with_error)`` over the m-batches: all at once in the measurement's coordinates,

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sharpness.average_case import Draws, draws
+from sharpness.average_case import Draws, addressed_of, draws
 from sharpness.execution.exact import ExactExecutor
 from sharpness.execution.ladder import Rung, ladder
 from sharpness.execution.memory import memory_stack
@@ -115,7 +115,7 @@ class FastExecutor:
         p = ran.plan
         losses = torch.empty(spec.n_iters, dtype=torch.float64, device=probe.space.w0.device)
         errors = torch.empty_like(losses) if with_error else None
-        points = draws(spec, probe.space.w0, generator)
+        points = draws(spec, probe.space.w0, generator, addressed=addressed_of(probe.space))
         start = 0
         for n in chunks(spec.n_iters, p.draws or 1):
             ev = evaluators.get(n)
