@@ -12,12 +12,19 @@ L2 the norms sum fewer zeros, so they may differ in the last bit), at a cost per
 longer grows with the vocabulary. A BERT-sized encoder's word embedding is half its parameters, of which an
 m-batch of 16 x 64 tokens reaches about 3%.
 
+The average case gains the same way: a draw only has to fill the rows an m-batch reads, provided the
+numbers those rows get do not depend on what else is drawn. A sequential generator cannot promise that, so
+a draw over row coordinates takes its embedding rows from noise keyed by row id (draw stream 2,
+:class:`~sharpness.average_case.Addressed`): the loss at every draw is, bit for bit, the one the whole draw
+gives.
+
 Only rows that provably cannot matter are left out: an embedding qualifies when it is a plain
 ``nn.Embedding`` (its own ``forward``, no ``max_norm`` renormalising rows in place, dense gradients) whose
-weight no other module shares (tied output layers are excluded). A model that also reads the weight some
-other way (a functional ``x @ emb.weight.T``) would give unreached rows a gradient: the first gradient of
-every search is checked, and a nonzero entry outside the rows makes that m-batch's search run over every
-coordinate instead (:class:`Unreached`).
+weight no other module shares (tied output layers are excluded). While the clean loss of an m-batch is
+computed, every torch function called is watched: the rows are those its ``F.embedding`` lookups name, and a
+weight read any other way (a functional ``x @ emb.weight.T``, indexing, ``.data``) counts with every row.
+The first gradient of every search is checked as well, and a nonzero entry outside the rows makes that
+m-batch's search run over every coordinate instead (:class:`Unreached`).
 
 This pays where a pass over the flat vector costs time, the CPU; on an accelerator those passes are
 microseconds and one coordinate system for every m-batch lets the fast mode stack them, so there it is off.
