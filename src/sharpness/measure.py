@@ -57,7 +57,8 @@ class Result:
         clean_loss, clean_error: means over m-batches at the unperturbed weights.
         details: what a case adds, JSON-serialisable (e.g. trace and eigen: the Hessian-vector
             product method used; eigen: Lanczos residuals and convergence; the fast mode: the path
-            that ran, ``details["fast"]``).
+            that ran, ``details["fast"]``; the average case: ``details["draw_stream"]``, the version of
+            the draws' stream, 1 or 2, see :mod:`sharpness.average_case`).
         mode: the mode that ran: ``"fast"`` only when the case's passes ran in the fast mode (a case or
             coordinates without a fast path run exactly, and ``details["fast"]["path"]`` says why).
     """

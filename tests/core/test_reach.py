@@ -171,7 +171,7 @@ def test_stream_two_draws_have_the_stated_distribution() -> None:
     assert float(normal.std()) == pytest.approx(2.0, rel=0.01)
     assert float((normal.abs() > 2.0 * 1.96).double().mean()) == pytest.approx(0.05, abs=0.003)
     box = layout.draw(torch.empty(3000 * 64 + 7), "linf", 0.5, g)[:-7].double()
-    assert -0.5 <= float(box.min()) and float(box.max()) < 0.5
+    assert float(box.min()) >= -0.5 and float(box.max()) < 0.5
     assert float(box.var()) == pytest.approx(1.0 / 12, rel=0.01)
     # rows of one draw are independent: neighbouring rows uncorrelated
     rows = normal.view(3000, 64)
