@@ -250,6 +250,7 @@ SPLIT_PARTS = (
     ("update", "sharpness.space", "FlatBall.combine"),
     ("update", "sharpness.worst_case", "pick"),
     ("noise", "sharpness.average_case", "draw"),
+    ("noise", "sharpness.keyed_noise", "fill"),
 )
 
 

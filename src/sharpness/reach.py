@@ -139,12 +139,20 @@ class RowSpace:
             self._w0 = [self._kept(i, w) for i, w in enumerate(base.views(base.w0))]
             self._c = [self._kept(i, c) for i, c in enumerate(base.views(base.c))]
             self.w0 = torch.cat([w.reshape(-1) for w in self._w0])
-            self.c = torch.cat([c.reshape(-1) for c in self._c])
-        self.active = self.c > 0
         self.shapes = [w.shape for w in self._w0]
         self.numels = [w.numel() for w in self._w0]
         self.pool = Pool()
         self._checked = False
+
+    # The flat scale vector and mask are built only when asked for: points are written, and gradients
+    # gathered, one parameter at a time from ``_c``, and building them costs a third of a forward pass.
+    @functools.cached_property
+    def c(self) -> torch.Tensor:
+        return torch.cat([c.reshape(-1) for c in self._c])
+
+    @functools.cached_property
+    def active(self) -> torch.Tensor:
+        return self.c > 0
 
     @functools.cached_property
     def addressed(self) -> Addressed:

@@ -227,8 +227,11 @@ class Coordinates(Protocol):
 
     params: list[torch.Tensor]
     w0: torch.Tensor
-    c: torch.Tensor
-    active: torch.Tensor
+    # The scale vector and its mask, read-only: coordinates may build them only when asked for.
+    @property
+    def c(self) -> torch.Tensor: ...
+    @property
+    def active(self) -> torch.Tensor: ...
     # Where a search hands back the vectors it no longer needs, and takes new ones from.
     pool: Pool
     # Why every point must be computed in the model's dtype, one at a time, whatever the mode (None: no reason).
