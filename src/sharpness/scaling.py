@@ -72,11 +72,12 @@ def filter_scale(w: torch.Tensor, filter_dim: int, eta: float) -> torch.Tensor:
     return torch.linalg.vector_norm(w, dim=other, keepdim=True).expand_as(w) + eta
 
 
-def scale_of(w: torch.Tensor, scaling: Scaling, eta: float, filter_dim: int) -> torch.Tensor:
-    """The scale :math:`c(w)` of one parameter tensor, same shape as ``w``."""
+def scale_of(w: torch.Tensor, scaling: Scaling, eta: float, filter_dim: int,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """The scale :math:`c(w)` of one parameter tensor, same shape as ``w``; into ``out`` if given."""
     w = w.detach()
-    if scaling == "standard":
-        return torch.ones_like(w)
-    if scaling == "filterwise" and w.dim() >= 2:
-        return filter_scale(w, filter_dim, eta)
-    return w.abs() + eta
+    if scaling == "elementwise" or (scaling == "filterwise" and w.dim() < 2):
+        c = torch.abs(w, out=out) if out is not None else w.abs()
+        return c.add_(eta) if eta else c  # in place: no second parameter-sized tensor
+    c = torch.ones_like(w) if scaling == "standard" else filter_scale(w, filter_dim, eta)
+    return c if out is None else out.copy_(c)

@@ -267,10 +267,9 @@ class WeightSpace:
         self.numels = [p.numel() for p in self.params]
         with torch.no_grad():
             self.w0 = torch.cat([p.detach().reshape(-1) for p in self.params])
-            self.c = torch.cat([
-                scale_of(p, scaling, eta, filter_dims.get(name, 0)).reshape(-1)
-                for p, name in zip(self.params, names)
-            ])
+            self.c = torch.empty_like(self.w0)
+            for p, name, out in zip(self.params, names, self.views(self.c)):
+                scale_of(p, scaling, eta, filter_dims.get(name, 0), out=out)
         self.active = self.c > 0
         self._w = torch.empty_like(self.w0)
         self.pool = Pool()
