@@ -50,9 +50,13 @@ def draw(numel: int, norm: Norm, rho: float, like: torch.Tensor, generator: torc
     if out is None:
         out = torch.empty(numel, device=like.device, dtype=like.dtype)
     if norm == "l2":
-        return torch.randn(numel, generator=generator, out=out).mul_(rho)
-    u = torch.rand(numel, generator=generator, out=out)
-    return u.mul_(2 * rho).sub_(rho)
+        return scaled(torch.randn(numel, generator=generator, out=out), norm, rho)
+    return scaled(torch.rand(numel, generator=generator, out=out), norm, rho)
+
+
+def scaled(unit: torch.Tensor, norm: Norm, rho: float) -> torch.Tensor:
+    """Standard Gaussians (l2) or ``U[0, 1)`` numbers (linf), in place, to the distribution of radius ``rho``."""
+    return unit.mul_(rho) if norm == "l2" else unit.mul_(2 * rho).sub_(rho)
 
 
 # The draw streams, as ``Result.details["draw_stream"]`` records them: 1, every point one sequential draw of
@@ -85,7 +89,7 @@ class Addressed:
                 continue
             fill = piece.view(len(rows), -1) if len(rows) else piece.view(0, 1)
             keyed_noise.fill(fill, keyed_noise.key_of(key, i), rows, "normal" if norm == "l2" else "uniform")
-            piece.mul_(rho) if norm == "l2" else piece.mul_(2 * rho).sub_(rho)
+            scaled(piece, norm, rho)
         return out
 
 
