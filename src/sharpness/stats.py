@@ -67,9 +67,37 @@ def kendall_tau(a: Sequence[float] | Any, b: Sequence[float] | Any) -> float:
     x, y = x[keep], y[keep]
     if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
-    from scipy.stats import kendalltau
+    if len(x) > PAIRWISE_MAX:
+        from scipy.stats import kendalltau
 
-    return float(kendalltau(x, y, variant="b").statistic)
+        return float(kendalltau(x, y, variant="b").statistic)
+    return _tau_b_pairwise(x, y)
+
+
+# Up to this many models τ is counted over the n × n pair matrix (a bootstrap or a permutation null calls it
+# tens of thousands of times on tables of tens of models, where scipy's per-call overhead is most of the cost);
+# above it, scipy's O(n log n) count.
+PAIRWISE_MAX = 2048
+
+
+def _tau_b_pairwise(x: np.ndarray, y: np.ndarray) -> float:
+    """τ-b from the signs of all pairwise differences, with scipy's arithmetic on the exact integer counts.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.integers(0, 5, 40).astype(float), rng.normal(size=40)
+    >>> from scipy.stats import kendalltau
+    >>> bool(_tau_b_pairwise(x, y) == kendalltau(x, y).statistic)
+    True
+    """
+    sx, sy = np.sign(np.subtract.outer(x, x)), np.sign(np.subtract.outer(y, y))
+    n = len(x)
+    total = n * (n - 1) // 2
+    con_minus_dis = int(np.einsum("ij,ij->", sx, sy)) // 2
+    # Off-diagonal zeros are the tied pairs, each counted twice.
+    x_ties = (n * n - n - int(np.count_nonzero(sx))) // 2
+    y_ties = (n * n - n - int(np.count_nonzero(sy))) // 2
+    tau = con_minus_dis / np.sqrt(total - x_ties) / np.sqrt(total - y_ties)
+    return float(min(1.0, max(-1.0, tau)))
 
 
 def correlation_table(table: pd.DataFrame, measures: Sequence[str], targets: Sequence[str]) -> pd.DataFrame:
@@ -440,8 +468,14 @@ def permutation_null(table: pd.DataFrame, measures: Sequence[str], targets: Sequ
     y = table[list(targets)].to_numpy(dtype=float)
     levels = tuple(float(t) for t in thresholds)
 
+    fixed_pairs = _PermutedTaus.of(x, y)
+
     def abs_taus(rows: np.ndarray) -> np.ndarray:
-        taus = np.array([kendall_tau(x[:, i], y[rows, j]) for i in range(x.shape[1]) for j in range(y.shape[1])])
+        if fixed_pairs is not None:
+            taus = fixed_pairs.taus(rows).ravel()
+        else:
+            taus = np.array([kendall_tau(x[:, i], y[rows, j])
+                             for i in range(x.shape[1]) for j in range(y.shape[1])])
         return np.abs(taus[np.isfinite(taus)])
 
     observed = abs_taus(np.arange(len(table)))
@@ -459,6 +493,48 @@ def permutation_null(table: pd.DataFrame, measures: Sequence[str], targets: Sequ
         n=n,
         level=level,
     )
+
+
+class _PermutedTaus:
+    r"""τ-b of every measure with every target after permuting the targets' rows, from pair signs made once.
+
+    A permutation of complete columns changes neither column's ties, only which pairs are concordant, so
+    each τ needs only :math:`\sum_{k<l} \mathrm{sgn}(x_k - x_l)\,\mathrm{sgn}(y_{\pi k} - y_{\pi l})`: one
+    matrix product over the pair signs, exact in integers, then :func:`kendall_tau`'s arithmetic.
+    """
+
+    # Pair-sign elements held at most (float32: 64 MiB); a larger table is counted call by call.
+    MAX_ELEMENTS = 1 << 24
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.sx = np.stack([_signs(c) for c in x.T]).reshape(x.shape[1], -1)
+        self.sy = np.stack([_signs(c) for c in y.T])
+        # Pairs not tied in a column: its nonzero signs, each pair counted twice (0 for a constant column).
+        untied_x = np.array([np.count_nonzero(r) // 2 for r in self.sx], dtype=float)
+        untied_y = np.array([np.count_nonzero(r) // 2 for r in self.sy.reshape(len(self.sy), -1)], dtype=float)
+        self.root_x = np.where(untied_x > 0, np.sqrt(untied_x), math.nan)[:, None]
+        self.root_y = np.where(untied_y > 0, np.sqrt(untied_y), math.nan)[None, :]
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray) -> _PermutedTaus | None:
+        """The counter for complete columns of at most :data:`PAIRWISE_MAX` models that fit in memory, else None."""
+        n = len(x)
+        if not (2 <= n <= PAIRWISE_MAX and np.isfinite(x).all() and np.isfinite(y).all()):
+            return None
+        if (x.shape[1] + y.shape[1]) * n * n > cls.MAX_ELEMENTS:
+            return None
+        return cls(x, y)
+
+    def taus(self, rows: np.ndarray) -> np.ndarray:
+        """τ of measure ``i`` with target ``j`` at ``[i, j]``, the targets' rows taken in the order ``rows``."""
+        permuted = self.sy[:, rows][:, :, rows].reshape(len(self.sy), -1)
+        con_minus_dis = (self.sx @ permuted.T).astype(float) // 2
+        return np.clip(con_minus_dis / self.root_x / self.root_y, -1.0, 1.0)
+
+
+def _signs(v: np.ndarray) -> np.ndarray:
+    r""":math:`\mathrm{sgn}(v_k - v_l)` for every pair, float32 (exact: the values are -1, 0 and 1)."""
+    return np.sign(np.subtract.outer(v, v)).astype(np.float32)
 
 
 # ------------------------------------------------------- study tables

@@ -57,6 +57,24 @@ def test_kendall_tau_matches_pair_count_with_ties(a, b):
     assert stats.kendall_tau(np.exp(a), b) == pytest.approx(stats.kendall_tau(a, b), abs=1e-12)
 
 
+@pytest.mark.parametrize("n", [2, 3, 40, 300])
+@pytest.mark.parametrize("levels", [(2, 3), (5, None), (None, None)])
+def test_pairwise_and_sorting_counts_give_the_same_tau_bit_for_bit(n, levels, monkeypatch):
+    """Small tables are counted over the pair matrix, large ones by scipy's sort: the same number either way."""
+    rng = np.random.default_rng(n)
+
+    def column(k):
+        return rng.integers(0, k, n).astype(float) if k else rng.normal(size=n)
+
+    a, b = column(levels[0]), column(levels[1])
+    pairwise = stats.kendall_tau(a, b)
+    monkeypatch.setattr(stats, "PAIRWISE_MAX", 1)
+    sorted_count = stats.kendall_tau(a, b)
+    assert pairwise == sorted_count or (math.isnan(pairwise) and math.isnan(sorted_count))
+    if n <= 40 and not math.isnan(pairwise):
+        assert pairwise == pytest.approx(tau_b_by_pairs(a.tolist(), b.tolist()), abs=1e-12)
+
+
 def test_kendall_tau_drops_nan_pairs_and_is_nan_when_undefined():
     a, b = [1.0, 2.0, math.nan, 3.0, 4.0], [1.0, 3.0, 0.0, 2.0, math.nan]
     assert stats.kendall_tau(a, b) == pytest.approx(tau_b_by_pairs([1, 2, 3], [1, 3, 2]))
