@@ -40,8 +40,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs on every core (pytest-xdist; each worker keeps one torch thread); PYTEST_WORKERS=0 runs it in
+# this process alone, as a debugger wants.
+PYTEST_WORKERS ?= auto
 pytest: $(STAMP) $(SYSTEM)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 
