@@ -23,7 +23,9 @@ START=$SECONDS
 # SMOKE=1 shrinks everything (to check this script on a CPU in a minute or two).
 if [ -n "${SMOKE:-}" ]; then
   SIZE=(--batches 2 --m 8 --n-iters 3 --image 16 --repeats 1 --width 16)
+  ENCODER=(--width 32 --tokens 8)  # the encoder's width is a multiple of its 32-wide heads
 else
+  ENCODER=()
   SIZE=(--batches 8 --m 128 --n-iters 20 --repeats 2)
 fi
 
@@ -59,5 +61,8 @@ step table-eager-vit 120 "${BENCH[@]}" --model vit --modes exact fast:compile=of
 # 4. The fast mode's defaults (TF32 search, Inductor), and the bf16 search, on the cases that take longest.
 step table-compiled 200 "${BENCH[@]}" --model resnet18 vit --cases worst-linf average-l2 \
   --modes exact fast fast:precision=bf16 --json "$OUT/table-compiled.json"
+
+# 5. The BERT-sized encoder (22.6 M parameters, 64 tokens per sequence), both modes, with what budget is left.
+step table-encoder 120 "${BENCH[@]}" --model encoder "${ENCODER[@]}" --modes exact fast --json "$OUT/table-encoder.json"
 
 echo "== done in $((SECONDS - START)) s; results in $OUT"
